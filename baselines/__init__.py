@@ -1,0 +1,1 @@
+"""Baseline detectors (Deep SVDD, Deep SAD, FLOS, MINNS, KDAD), registered as plugins."""

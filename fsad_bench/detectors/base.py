@@ -1,0 +1,140 @@
+"""The detector contract, in the spirit of scikit-learn / PyOD ``BaseDetector``.
+
+One instance serves one cell: ``fit`` once on a :class:`TrainSet`, then ``score`` (and optionally
+``explain``) test images. Hyper-parameters are a dataclass (``Detector.Config``) filled from the
+protocol spec, the budget and ``--set key=value``; never from module globals.
+
+Fitted state (what ``fit`` sets): whatever the detector needs to score, plus ``info`` — a dict that
+goes into the result record (e.g. which pretrained weights were used).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from fsad_bench.errors import UserError
+
+
+@dataclass
+class TrainSet:
+    """What a detector may learn from. It never sees test labels.
+
+    images: uint8 array (N, H, W, 3), already resized to the cell's image size.
+    labels: int array (N,): 0 = normal (or unlabelled), 1 = labelled anomaly.
+    seed:   seeds every random choice of the detector (init, sampler, augmentation).
+    device: torch device string, e.g. "cpu" or "cuda:0".
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise ValueError(f"TrainSet.images must be uint8 (N,H,W,3), got {self.images.dtype} "
+                             f"{self.images.shape}")
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if len(self.labels) != len(self.images):
+            raise ValueError("TrainSet.images and labels differ in length")
+
+    @property
+    def n_anomaly(self) -> int:
+        return int(self.labels.sum())
+
+
+@dataclass
+class NoParams:
+    """Config of a detector without hyper-parameters."""
+
+
+class Detector(ABC):
+    """Base class of every detector (ours and plugins).
+
+    Subclasses set ``Config`` to a dataclass whose fields are the hyper-parameters with their
+    defaults, and implement ``fit`` and ``score`` (higher score = more anomalous).
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = NoParams
+    #: False for one-class methods that ignore labelled anomalies (documented in reports).
+    uses_labelled_anomalies: ClassVar[bool] = True
+
+    def __init__(self, config: Any | None = None, **overrides: Any) -> None:
+        self.config = config if config is not None else self.Config()
+        if overrides:
+            self.config = dataclasses.replace(self.config, **overrides)
+        self.info: dict[str, Any] = {}
+
+    @classmethod
+    def config_from_params(cls, params: Mapping[str, Any]) -> Any:
+        """Build ``Config`` from spec/``--set`` values, coercing strings to the field types.
+
+        Unknown keys are a :class:`UserError` naming the key and the valid ones.
+        """
+        fields = {f.name: f for f in dataclasses.fields(cls.Config)}
+        values = {}
+        for key, raw in params.items():
+            if key not in fields:
+                raise UserError(f"unknown hyper-parameter {key!r} for detector {cls.name or cls.__name__};"
+                                f" valid: {', '.join(sorted(fields)) or '(none)'}")
+            values[key] = _coerce(key, raw, fields[key])
+        return cls.Config(**values)
+
+    @classmethod
+    def required_weights(cls, config: Any) -> list[str]:
+        """Names of pretrained weights the detector will load (checked once before a grid runs)."""
+        return []
+
+    @abstractmethod
+    def fit(self, train: TrainSet) -> Detector:
+        """Learn from normals (+ labelled anomalies); returns self."""
+
+    @abstractmethod
+    def score(self, images: np.ndarray) -> np.ndarray:
+        """Anomaly scores, shape (N,), higher = more anomalous, for uint8 (N,H,W,3) images."""
+
+    def explain(self, images: np.ndarray) -> np.ndarray | None:
+        """Per-pixel anomaly maps (N,H,W) in [0, 1], or None if the method has none."""
+        return None
+
+
+def _coerce(key: str, raw: Any, f: dataclasses.Field) -> Any:
+    """Cast a spec or command-line value to the type of the field's default."""
+    default = f.default if f.default is not dataclasses.MISSING else None
+    if default is None and f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        default = f.default_factory()  # type: ignore[misc]
+    if default is None or isinstance(raw, type(default)) and not isinstance(raw, str):
+        return raw
+    try:
+        if isinstance(default, bool):
+            if isinstance(raw, str):
+                low = raw.strip().lower()
+                if low not in {"true", "false", "1", "0", "yes", "no"}:
+                    raise ValueError(raw)
+                return low in {"true", "1", "yes"}
+            return bool(raw)
+        if isinstance(default, int):
+            as_float = float(raw)
+            if as_float != int(as_float):
+                raise ValueError(raw)
+            return int(as_float)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, str):
+            return str(raw)
+        if isinstance(default, (list, tuple)):
+            items = raw.split(",") if isinstance(raw, str) else list(raw)
+            return type(default)(items)
+    except (TypeError, ValueError):
+        raise UserError(f"bad value {raw!r} for {key}: expected {type(default).__name__}") from None
+    return raw
+
+
+__all__ = ["Detector", "TrainSet", "NoParams", "field"]

@@ -1,0 +1,26 @@
+"""User-facing errors.
+
+Every mistake a user can make (unknown name, missing data, bad ``--set``, unreadable image) raises
+:class:`UserError`. The CLI prints its message on one line and exits with status 2, without a
+traceback. Library code raises the subclass that says which kind of input was wrong.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line, exit status 2."""
+
+    exit_code = 2
+
+
+class DataError(UserError):
+    """A dataset, image or mask that is missing, malformed or unreadable."""
+
+
+class WeightsUnavailableError(UserError):
+    """Pretrained weights were requested but are not in the torch cache and cannot be downloaded."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training produced a non-finite loss (the cell is recorded as failed, the grid goes on)."""

@@ -1,0 +1,1 @@
+"""DevNet (the paper's model), its building blocks, and the training pipeline shared with baselines."""

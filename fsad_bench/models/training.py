@@ -1,0 +1,158 @@
+"""The training pipeline shared by DevNet and the baselines that use DevNet's optimisation.
+
+Why it looks like this: the authors' code decodes and resizes every image with PIL at every step
+through a DataLoader whose workers restart each epoch. Here the decoded, resized uint8 images sit
+in one tensor on the training device; a step gathers a balanced batch by index, rotates it on the
+tensor (one batched ``grid_sample``) and normalises it. Same augmentation, no decoding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fsad_bench.errors import TrainingDivergedError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's global generator so model initialisation is reproducible."""
+    torch.manual_seed(seed)
+
+
+def to_uint8_tensor(images: np.ndarray, device: str | torch.device) -> torch.Tensor:
+    """uint8 (N,H,W,3) numpy -> uint8 (N,3,H,W) tensor on ``device`` (kept there for all steps)."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
+
+
+def _standardise(x: torch.Tensor) -> torch.Tensor:
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def normalise(batch_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 NCHW -> float NCHW with ImageNet mean/std (authors' ToTensor + Normalize)."""
+    return _standardise(batch_u8.float().div_(255.0))
+
+
+def random_rotation(x: torch.Tensor, max_degrees: float, generator: torch.Generator) -> torch.Tensor:
+    """Rotate each image by its own angle ~ U(-max_degrees, max_degrees), nearest, zero fill.
+
+    Matches torchvision ``RandomRotation(180)`` (nearest interpolation, fill 0 before
+    normalisation) applied to [0,1] images, done for the whole batch at once.
+    """
+    if max_degrees <= 0:
+        return x
+    n = x.shape[0]
+    angles = (torch.rand(n, generator=generator, device=generator.device) * 2 - 1) * max_degrees
+    theta = angles.to(x.device) * (math.pi / 180.0)
+    cos, sin = torch.cos(theta), torch.sin(theta)
+    zeros = torch.zeros_like(cos)
+    mat = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)
+    grid = F.affine_grid(mat.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+
+
+def augment_and_normalise(batch_u8: torch.Tensor, rotation: float, generator: torch.Generator) -> torch.Tensor:
+    """Training transform: rotation on [0,1] images (zero fill), then ImageNet normalisation."""
+    return _standardise(random_rotation(batch_u8.float().div_(255.0), rotation, generator))
+
+
+class BalancedBatches:
+    """Endless balanced batches: half normals, half labelled anomalies (DevNet's oversampling).
+
+    Each class is an endless stream of seeded permutations of its indices, as in the authors'
+    sampler (which was not seeded). With no labelled anomalies (or ``balanced=False``) batches are
+    drawn from all training images alike.
+    """
+
+    def __init__(self, labels: np.ndarray, batch_size: int, seed: int, balanced: bool = True) -> None:
+        self.rng = np.random.default_rng(seed)
+        normal = np.flatnonzero(labels == 0)
+        anomal = np.flatnonzero(labels == 1)
+        if balanced and len(anomal) > 0:
+            half = batch_size // 2
+            self.streams = [(self._stream(normal), batch_size - half), (self._stream(anomal), half)]
+        else:
+            self.streams = [(self._stream(np.arange(len(labels))), batch_size)]
+
+    def _stream(self, idx: np.ndarray):
+        while True:
+            yield from self.rng.permutation(idx)
+
+    def next(self) -> np.ndarray:
+        return np.array([next(stream) for stream, count in self.streams for _ in range(count)])
+
+
+@dataclass
+class Schedule:
+    """Optimisation settings shared by DevNet, FLOS and MINNS (authors' code defaults)."""
+
+    epochs: int = 50
+    steps_per_epoch: int = 20
+    batch_size: int = 48
+    lr: float = 2e-4
+    weight_decay: float = 1e-5
+    lr_step_epochs: int = 10
+    lr_gamma: float = 0.1
+    grad_clip: float = 1.0
+    rotation: float = 180.0
+
+
+def train_balanced(model: nn.Module, images: torch.Tensor, labels: np.ndarray, sched: Schedule,
+                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                   seed: int, balanced: bool = True, progress: Callable[[int, float], None] | None = None
+                   ) -> list[float]:
+    """Adam + StepLR (stepped per epoch) + grad-norm clipping over balanced, rotated batches.
+
+    ``images`` is the uint8 NCHW training tensor on the model's device; ``loss_fn(model_output,
+    labels_tensor)`` gives the loss. Returns the mean loss of each epoch. A non-finite loss raises
+    :class:`TrainingDivergedError`.
+    """
+    device = images.device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    batches = BalancedBatches(labels, sched.batch_size, seed, balanced=balanced)
+    labels_t = torch.as_tensor(labels, device=device)
+    opt = torch.optim.Adam(model.parameters(), lr=sched.lr, weight_decay=sched.weight_decay)
+    lr_sched = torch.optim.lr_scheduler.StepLR(opt, step_size=sched.lr_step_epochs, gamma=sched.lr_gamma)
+    history: list[float] = []
+    model.train()
+    for epoch in range(sched.epochs):
+        total = 0.0
+        for _ in range(sched.steps_per_epoch):
+            idx = torch.as_tensor(batches.next(), device=device)
+            x = augment_and_normalise(images[idx], sched.rotation, gen)
+            loss = loss_fn(model(x), labels_t[idx])
+            if not torch.isfinite(loss):
+                raise TrainingDivergedError(f"non-finite loss {loss.item()} at epoch {epoch}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if sched.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), sched.grad_clip)
+            opt.step()
+            total += loss.item()
+        lr_sched.step()
+        history.append(total / max(sched.steps_per_epoch, 1))
+        if progress is not None:
+            progress(epoch, history[-1])
+    return history
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: np.ndarray, device: str, batch_size: int = 64) -> np.ndarray:
+    """Model outputs for uint8 (N,H,W,3) images, in eval mode, batch by batch."""
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = normalise(to_uint8_tensor(images[start:start + batch_size], device))
+        out.append(model(x).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)

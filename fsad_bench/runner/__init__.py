@@ -1,0 +1,1 @@
+"""The benchmark runner: job (one cell), generator (the grid), runner (execution + store)."""

@@ -1,0 +1,105 @@
+"""One cell: load the category, split it, fit the detector, score the test set, measure."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import resource
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fsad_bench import __version__
+from fsad_bench.data.cache import load_category
+from fsad_bench.data.layout import scan_category
+from fsad_bench.data.registry import dataset_dir
+from fsad_bench.detectors.base import TrainSet
+from fsad_bench.detectors.registry import load_detector
+from fsad_bench.errors import UserError
+from fsad_bench.metrics import image_metrics
+from fsad_bench.splits import SPLIT_RULES
+from fsad_bench.store import CellResult
+
+
+@dataclass
+class Cell:
+    """(protocol, dataset, category, method, seed, setting) with its fully resolved configuration."""
+
+    protocol: str
+    split: str
+    dataset: str
+    category: str
+    method: str
+    seed: int
+    setting: dict[str, Any]
+    budget: str
+    img_size: int
+    params: dict[str, Any] = field(default_factory=dict)
+    data_root: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Hash of the resolved config and the code version: same key = same computation."""
+        d = asdict(self)
+        d.pop("data_root")  # where the data lives does not change the result
+        blob = json.dumps({**d, "code_version": __version__}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    @property
+    def label(self) -> str:
+        setting = ",".join(f"{k}={v}" for k, v in sorted(self.setting.items()))
+        return f"{self.dataset}/{self.category} {self.method} seed={self.seed} {setting}"
+
+
+def _peak_mem_mb(device: str) -> float:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux, bytes on macOS
+    return rss / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+def run_cell(cell: Cell, device: str = "cpu") -> CellResult:
+    """Run one cell; any exception is recorded as a failed result (the grid goes on)."""
+    start = time.perf_counter()
+    result = CellResult(key=cell.key, protocol=cell.protocol, dataset=cell.dataset, category=cell.category,
+                        method=cell.method, seed=cell.seed, setting=cell.setting, budget=cell.budget,
+                        img_size=cell.img_size, status="failed", device=device, params=cell.params,
+                        weights=str(cell.params.get("weights", "")), code_version=__version__)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats(device)
+    try:
+        root = Path(cell.data_root) if cell.data_root else None
+        index = scan_category(dataset_dir(cell.dataset, root) / cell.category)
+        data = load_category(index, cell.img_size, cell.dataset, cell.category)
+        split = SPLIT_RULES[cell.split](index, seed=cell.seed, **cell.setting)
+        cls = load_detector(cell.method)
+        detector = cls(cls.config_from_params(cell.params))
+        train = TrainSet(data.images[split.train_idx], split.train_labels, seed=cell.seed, device=device)
+        detector.fit(train)
+        scores = np.asarray(detector.score(data.images[split.test_idx]), dtype=np.float64)
+        if scores.shape != (len(split.test_idx),) or not np.all(np.isfinite(scores)):
+            raise RuntimeError(f"detector returned {scores.shape} scores with non-finite values "
+                               f"(expected {len(split.test_idx)} finite)")
+        metrics = image_metrics(split.test_labels, scores)
+        result.status = "ok"
+        result.auc_roc, result.auc_pr = metrics["auc_roc"], metrics["auc_pr"]
+        result.metrics = metrics
+        result.manifest, result.manifest_hash = split.manifest, split.manifest_hash
+        result.scores = {"scores": scores.round(6).tolist(), "labels": split.test_labels.tolist()}
+        result.info = detector.info
+    except UserError as exc:
+        result.error, result.user_error = str(exc), True
+    except Exception as exc:
+        last = traceback.extract_tb(exc.__traceback__)[-1]
+        result.error = f"{type(exc).__name__}: {exc} ({Path(last.filename).name}:{last.lineno})"
+    result.wall_s = time.perf_counter() - start
+    result.peak_mem_mb = _peak_mem_mb(device)
+    result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return result

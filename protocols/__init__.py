@@ -1,0 +1,1 @@
+"""Packaged protocol specs (TOML); see fsad_bench.protocol."""
