@@ -197,7 +197,9 @@ def render(table: Table, fmt: str, header_lines: list[str] | None = None, captio
 
 
 def _latex(headers: list[str], body: list[list[str]], notes: list[str], caption: str) -> str:
-    esc = (lambda s: s.replace("_", "\\_").replace("%", "\\%").replace("±", "$\\pm$"))
+    def esc(s: str) -> str:
+        return s.replace("_", "\\_").replace("%", "\\%").replace("±", "$\\pm$")
+
     lines = [f"% {esc(n)}" for n in notes]
     lines += ["\\begin{table}[t]", "\\centering", f"\\caption{{{esc(caption)}}}" if caption else "",
               "\\begin{tabular}{l" + "c" * (len(headers) - 1) + "}", "\\toprule",
@@ -217,8 +219,9 @@ def run_header(df: pd.DataFrame) -> list[str]:
         return []
     lines = []
     for (budget, img, weights), g in df.groupby(["budget", "img_size", "weights"], dropna=False):
+        methods, seeds = ", ".join(sorted(g.method.unique())), sorted(g.seed.unique().tolist())
         lines.append(f"budget {budget}: {int(img)} px images, weights {weights or 'n/a'}, "
-                     f"methods {', '.join(sorted(g.method.unique()))}, seeds {sorted(g.seed.unique().tolist())}")
+                     f"methods {methods}, seeds {seeds}")
         if budget != "paper":
             lines.append(f"budget {budget} is CPU-sized (smaller images/steps, random init unless "
                          "ImageNet weights are named): NOT comparable with the paper's numbers")

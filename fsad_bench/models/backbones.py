@@ -42,7 +42,7 @@ def weights_cache_path(arch: str) -> Path:
 def imagenet_state_dict(arch: str, download_timeout_s: float = 20.0) -> dict:
     """ImageNet weights of ``arch`` from the torch cache, downloading once if possible."""
     if arch not in _ARCHS:
-        raise UserError(f"unknown backbone {arch!r}; known: {', '.join(_ARCHS)}")
+        raise UserError(f"no ImageNet weights for backbone {arch!r}; known: {', '.join(_ARCHS)}")
     enum = _ARCHS[arch][1]
     path = weights_cache_path(arch)
     if not path.exists():
@@ -78,11 +78,39 @@ def torchvision_model(arch: str, weights: str) -> nn.Module:
     return model
 
 
+def narrow_resnet18(width: int = 16) -> nn.Module:
+    """ResNet-18's topology (stem, 4 stages of 2 BasicBlocks, stride 32) at ``width`` base channels.
+
+    Not in the paper: the CPU-sized ``quick`` budget uses it (width 16 = 1/4 of ResNet-18's
+    channels, ~1/16 of its FLOPs) so a grid trains from random init in minutes. No ImageNet weights
+    exist for it; reports name the backbone.
+    """
+    from torchvision.models.resnet import BasicBlock
+
+    def stage(inp: int, out: int, stride: int) -> nn.Sequential:
+        down = None
+        if stride != 1 or inp != out:
+            down = nn.Sequential(nn.Conv2d(inp, out, 1, stride, bias=False), nn.BatchNorm2d(out))
+        return nn.Sequential(BasicBlock(inp, out, stride, down), BasicBlock(out, out))
+
+    w = width
+    return nn.Sequential(nn.Conv2d(3, w, 7, 2, 3, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                         nn.MaxPool2d(3, 2, 1), stage(w, w, 1), stage(w, 2 * w, 2), stage(2 * w, 4 * w, 2),
+                         stage(4 * w, 8 * w, 2))
+
+
+NARROW = {"resnet18_w16": 16, "resnet18_w32": 32}
+
+
 def feature_extractor(arch: str, weights: str) -> tuple[nn.Module, int]:
     """Convolutional trunk (ResNet conv1..layer4, AlexNet/VGG ``.features``) and its channel count.
 
     As in the authors' code, the ResNet trunk drops avgpool and fc; stride 32.
     """
+    if arch in NARROW:
+        if weights != "none":
+            raise UserError(f"backbone {arch} has no ImageNet weights; pass --weights none or use resnet18")
+        return narrow_resnet18(NARROW[arch]), 8 * NARROW[arch]
     model = torchvision_model(arch, weights)
     channels = _ARCHS[arch][2]
     if arch.startswith("resnet"):

@@ -62,7 +62,8 @@ def random_rotation(x: torch.Tensor, max_degrees: float, generator: torch.Genera
     return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
 
 
-def augment_and_normalise(batch_u8: torch.Tensor, rotation: float, generator: torch.Generator) -> torch.Tensor:
+def augment_and_normalise(batch_u8: torch.Tensor, rotation: float,
+                          generator: torch.Generator) -> torch.Tensor:
     """Training transform: rotation on [0,1] images (zero fill), then ImageNet normalisation."""
     return _standardise(random_rotation(batch_u8.float().div_(255.0), rotation, generator))
 

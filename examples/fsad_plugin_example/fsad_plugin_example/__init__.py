@@ -1,0 +1,1 @@
+"""Example fsad-bench plugin: a patch colour-distance detector."""

@@ -1,0 +1,72 @@
+"""Shared fixtures: an isolated cache folder and a tiny dataset in the canonical layout."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+TESTS_DIR = Path(__file__).parent
+sys.path.insert(0, str(TESTS_DIR))  # so 'toy_detectors:Class' dotted paths import in-process
+
+
+def blob_image(rng: np.random.Generator, size: int, anomalous: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Smooth noise texture; anomalies carry a bright square. Returns (image, mask)."""
+    base = rng.normal(110, 12, (size // 4, size // 4, 3))
+    img = np.kron(base, np.ones((4, 4, 1))) + rng.normal(0, 4, (size, size, 3))
+    mask = np.zeros((size, size), np.uint8)
+    if anomalous:
+        s = size // 4
+        y, x = rng.integers(0, size - s, 2)
+        img[y:y + s, x:x + s] += 100
+        mask[y:y + s, x:x + s] = 255
+    return np.clip(img, 0, 255).astype(np.uint8), mask
+
+
+def make_tiny_dataset(root: Path, category: str = "tiny", n_train: int = 30, n_test_good: int = 12,
+                      classes: tuple[str, ...] = ("blob", "spot"), n_per_class: int = 10, size: int = 32,
+                      seed: int = 0) -> Path:
+    """A canonical-layout category with masks, written as PNGs (goes through the real loader)."""
+    rng = np.random.default_rng(seed)
+    cat = root / category
+    for sub in ["train/good", "test/good"] + [f"test/{c}" for c in classes] + \
+               [f"ground_truth/{c}" for c in classes]:
+        (cat / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n_train):
+        Image.fromarray(blob_image(rng, size, False)[0]).save(cat / "train/good" / f"{i:03d}.png")
+    for i in range(n_test_good):
+        Image.fromarray(blob_image(rng, size, False)[0]).save(cat / "test/good" / f"{i:03d}.png")
+    for c in classes:
+        for i in range(n_per_class):
+            img, mask = blob_image(rng, size, True)
+            Image.fromarray(img).save(cat / "test" / c / f"{i:03d}.png")
+            Image.fromarray(mask).save(cat / "ground_truth" / c / f"{i:03d}_mask.png")
+    return cat
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """One cache folder per test session (the synthetic dataset is generated once), no user dirs."""
+    cache = tmp_path_factory.getbasetemp() / "fsad-cache"
+    monkeypatch.setenv("FSAD_CACHE", str(cache))
+    monkeypatch.setenv("FSAD_DATA", str(tmp_path_factory.getbasetemp() / "no-real-data"))
+    return cache
+
+
+@pytest.fixture
+def data_root(tmp_path: Path) -> Path:
+    """A data root with one real-looking single-category dataset 'brainmri' (tiny)."""
+    root = tmp_path / "data"
+    make_tiny_dataset(root / "brainmri", category="brainmri")
+    return root
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS_DIR), env.get("PYTHONPATH", "")])
+    return env

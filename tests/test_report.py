@@ -1,0 +1,90 @@
+"""Report: mean ± std layout, MVTec average row, p-values equal scipy's Wilcoxon."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import wilcoxon
+
+from fsad_bench.cli import main
+from fsad_bench.report import build_table, load_long_csv, render
+
+# Paper Table 2 means (DevNet vs MINNS) on the 8 non-MVTec datasets plus 2 MVTec categories.
+DEVNET = {"aitex": .887, "sdd": .988, "elpv": .846, "optical": .782, "mastcam": .790, "brainmri": .958,
+          "headct": .982, "hyperkvasir": .829}
+MINNS = {"aitex": .813, "sdd": .961, "elpv": .788, "optical": .774, "mastcam": .803, "brainmri": .943,
+         "headct": .984, "hyperkvasir": .647}
+MVTEC = {"carpet": (.867, .876), "grid": (.967, .983)}
+
+
+def _long() -> pd.DataFrame:
+    recs = []
+    for seed, jitter in enumerate((-0.01, 0.0, 0.01)):
+        for d in DEVNET:
+            recs.append(("devnet", d, d, seed, DEVNET[d] + jitter))
+            recs.append(("minns", d, d, seed, MINNS[d] + jitter))
+        for cat, (dv, mi) in MVTEC.items():
+            recs.append(("devnet", "mvtec", cat, seed, dv + jitter))
+            recs.append(("minns", "mvtec", cat, seed, mi + jitter))
+    return pd.DataFrame(recs, columns=["method", "dataset", "category", "seed", "value"])
+
+
+def test_table_layout_and_values():
+    table = build_table(_long())
+    labels = [r.label for r in table.rows]
+    assert labels[:3] == ["Carpet", "Grid", "MVTEC AD"] and "AITEX" in labels
+    mv = next(r for r in table.rows if r.label == "MVTEC AD")
+    assert mv.is_average and mv.cells["devnet"][0] == pytest.approx((.867 + .967) / 2)
+    # std over seeds of the per-seed category average: jitter -0.01, 0, 0.01 -> population std
+    assert mv.cells["devnet"][1] == pytest.approx(np.std([-0.01, 0, 0.01]))
+    assert table.methods == ["minns", "devnet"]
+
+
+def test_pvalues_equal_scipy():
+    table = build_table(_long())
+    rows = dict(table.pvalue_rows)
+    dev9 = [DEVNET[d] for d in sorted(DEVNET)] + [(.867 + .967) / 2]
+    min9 = [MINNS[d] for d in sorted(DEVNET)] + [(.876 + .983) / 2]
+    p9 = wilcoxon(dev9, min9, alternative="two-sided").pvalue
+    dev10 = [DEVNET[d] for d in sorted(DEVNET)] + [.867, .967]
+    min10 = [MINNS[d] for d in sorted(DEVNET)] + [.876, .983]
+    p10 = wilcoxon(dev10, min10, alternative="two-sided").pvalue
+    assert rows["p-value (9)"]["minns"] == f"{p9:.4f}"
+    assert rows["p-value (10)"]["minns"] == f"{p10:.4f}"
+
+
+def test_too_few_datasets_gives_no_number():
+    df = _long()
+    table = build_table(df[df.dataset == "aitex"])
+    (label, ps), _ = table.pvalue_rows
+    assert label == "p-value (1)" and ps["minns"].startswith("n/a")
+
+
+def test_render_formats_bold_best():
+    table = build_table(_long())
+    md = render(table, "markdown")
+    assert "| **0.887** ± 0.008 |" in md  # AITEX: DevNet best
+    tex = render(table, "latex")
+    assert "\\toprule" in tex and "\\textbf{0.887} $\\pm$ 0.008" in tex
+    assert tex.count("{") == tex.count("}")
+    for line in tex.splitlines():
+        if line.endswith("\\\\"):
+            assert line.count("&") == len(table.methods)
+    csv = render(table, "csv")
+    assert csv.splitlines()[0].startswith("row,average_row,method,mean,std")
+
+
+def test_report_from_csv_matches(tmp_path, capsys):
+    df = _long()
+    csv = df.rename(columns={"value": "auc_roc"})
+    csv.loc[csv.dataset != "mvtec", "category"] = ""
+    path = tmp_path / "long.csv"
+    csv.to_csv(path, index=False)
+    assert load_long_csv(path).value.sum() == pytest.approx(df.value.sum())
+    assert main(["report", "--from-csv", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "p-value (9)" in out and "MVTEC AD" in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("dataset,method\nx,y\n")
+    assert main(["report", "--from-csv", str(bad)]) == 2

@@ -1,0 +1,37 @@
+"""Detectors used by tests through the dotted-path plugin route (``toy_detectors:Class``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from fsad_bench.detectors.base import Detector, TrainSet
+
+
+@dataclass
+class BrightnessConfig:
+    power: float = 1.0
+
+
+class Brightness(Detector):
+    """Score = mean brightness ** power (bright blobs are anomalies in the tiny datasets)."""
+
+    Config = BrightnessConfig
+
+    def fit(self, train: TrainSet) -> Brightness:
+        self.info = {"n_train": len(train.images)}
+        return self
+
+    def score(self, images: np.ndarray) -> np.ndarray:
+        return images.reshape(len(images), -1).mean(1) ** self.config.power
+
+
+class AlwaysFails(Detector):
+    """Raises during fit: the runner must record the cell as failed and go on."""
+
+    def fit(self, train: TrainSet) -> AlwaysFails:
+        raise RuntimeError("planned failure")
+
+    def score(self, images: np.ndarray) -> np.ndarray:  # pragma: no cover
+        raise AssertionError("never reached")
