@@ -1,4 +1,4 @@
-"""Command line: ``fsad-bench run | report | list | bench``.
+"""Command line: ``fsad-bench run | report | list | bench | data``.
 
 Bad input (unknown names, missing data, bad ``--set``) prints one line and exits 2. A grid with
 failed cells exits 1 after every other cell has run and been stored.
@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 from fsad_bench import __version__
+from fsad_bench.data.cli_data import add_data_parser, cmd_data
 from fsad_bench.errors import UserError
 
 
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto")
     b.add_argument("--grid", action="store_true",
                    help="also time 'fsad-bench run --protocol q1 --methods all' in a temporary folder")
+    add_data_parser(sub)
     return p
 
 
@@ -160,7 +162,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "bench": cmd_bench}
+COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "bench": cmd_bench, "data": cmd_data}
 
 
 def main(argv: list[str] | None = None) -> int:
