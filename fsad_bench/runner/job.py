@@ -65,8 +65,14 @@ def _peak_mem_mb(device: str) -> float:
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
-def run_cell(cell: Cell, device: str = "cpu") -> CellResult:
-    """Run one cell; any exception is recorded as a failed result (the grid goes on)."""
+def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> CellResult:
+    """Run one cell; any exception is recorded as a failed result (the grid goes on).
+
+    ``threads`` caps torch's CPU threads in this process: parallel workers that each use every
+    core slow each other down many times over.
+    """
+    if threads:
+        torch.set_num_threads(threads)
     start = time.perf_counter()
     result = CellResult(key=cell.key, protocol=cell.protocol, dataset=cell.dataset, category=cell.category,
                         method=cell.method, seed=cell.seed, setting=cell.setting, budget=cell.budget,

@@ -3,6 +3,7 @@ result as soon as it arrives. The driver is the only writer of the store."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -38,8 +39,9 @@ def _results(cells: list[Cell], devices: list[str], jobs: int) -> Iterator[CellR
         for cell, dev in placed:
             yield run_cell(cell, dev)
         return
+    threads = max(1, (os.cpu_count() or 1) // jobs)
     yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(
-        delayed(run_cell)(cell, dev) for cell, dev in placed)
+        delayed(run_cell)(cell, dev, threads) for cell, dev in placed)
 
 
 def run_grid(cells: list[Cell], store: ResultStore, jobs: int = 1, device: str = "auto",
