@@ -13,8 +13,8 @@ the network output becomes a logit:
   multiplier, not class balancing) and gamma = 2, on logits.
 * Optimisation: DevNet's (Adam lr 2e-4, wd 1e-5, StepLR 10 epochs x0.1, grad clip 1, 50 epochs x
   20 steps, batch 48 half normals / half labelled anomalies, rotation augmentation).
-* Score: the logit (higher = more anomalous); the sigmoid would rank the same but ties
-  saturated probabilities.
+* Score: the logit (higher = more anomalous): it ranks as the sigmoid probability would, without
+  the ties of probabilities that saturate at 1.
 
 Decision - how the non-negative top-K output becomes a logit (``logit`` field):
 
@@ -42,8 +42,11 @@ Deviations and why:
 
 * Default ``logit = "signed"`` (no |.| before the top-K) instead of the authors' wiring, for the
   reason above; the authors' is one ``--set flos.logit=authors`` away.
-* The ``authors`` FLOS code is not public in the DevNet release; alpha = 1, gamma = 2 and the
-  logit wiring come from IMPLEMENTATION_FACTS.md ("Baselines").
+* alpha = 1, gamma = 2 and the authors' logit wiring are the authors' FLOS code as summarised in
+  IMPLEMENTATION_FACTS.md ("Baselines"); we did not have that code itself.
+* ``bn_recalibration`` (DevNet's option, off by default and in the paper budget) is switched on in
+  our CPU budget tables (quick, smoke): a few dozen steps from random init leave BatchNorm's
+  running statistics stale.
 """
 
 from __future__ import annotations

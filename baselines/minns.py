@@ -21,14 +21,16 @@ design, mapping each MI-Net part to the image setting:
   :mod:`fsad_baselines.minns_loss`.
 * Deep supervision: each pooled bag feature -> its own linear classifier (Keras ``Feature_pooling``:
   glorot-uniform weights, zero bias) -> one bag logit per layer.
-* Loss: binary cross-entropy of every output, averaged over the outputs (the code sums them; the
-  mean is the same objective / 2, see :func:`deep_supervision_loss`).
+* Loss: binary cross-entropy of every output, averaged over the outputs (the code sums them with
+  weights 1 and gives the averaged output weight 0; the mean is the same objective divided by the
+  number of outputs, see :func:`deep_supervision_loss`).
 * Score: mean of the outputs' sigmoid probabilities - MI-Net with DS's averaged prediction
   (``average([fp1, fp2, fp3])``); ``score = "logit"`` averages the logits instead.
 * Optimisation: DevNet's (:class:`Schedule` defaults: Adam lr 2e-4, wd 1e-5, StepLR 10 epochs x0.1,
   grad clip 1, 50 epochs x 20 steps, batch 48 half normals / half labelled anomalies, rotation
   augmentation), through the shared :func:`train_balanced`. MI-Net's own SGD (lr 5e-4, momentum
-  0.9, l2 5e-3) is not used: the paper states DevNet's settings for MINNS.
+  0.9, Nesterov, l2 5e-3 on every layer) is not used: the paper states DevNet's settings for
+  MINNS.
 
 Deviations and why:
 

@@ -214,15 +214,20 @@ def _latex(headers: list[str], body: list[list[str]], notes: list[str], caption:
 
 
 def run_header(df: pd.DataFrame) -> list[str]:
-    """Lines that say how the numbers were made (budget, weights, image size, seeds)."""
-    if "budget" not in df.columns:
+    """Lines that say how the numbers were made (budget, image size, weights, seeds)."""
+    if "budget" not in df.columns or df.empty:
         return []
     lines = []
-    for (budget, img, weights), g in df.groupby(["budget", "img_size", "weights"], dropna=False):
-        methods, seeds = ", ".join(sorted(g.method.unique())), sorted(g.seed.unique().tolist())
-        lines.append(f"budget {budget}: {int(img)} px images, weights {weights or 'n/a'}, "
-                     f"methods {methods}, seeds {seeds}")
+    for budget, g in df.groupby("budget"):
+        parts = []
+        for (img, weights), gg in g.groupby(["img_size", "weights"], dropna=False):
+            parts.append(f"{', '.join(sorted(gg.method.unique()))} at {int(img)} px, weights "
+                         f"{weights or 'n/a'}")
+        lines.append(f"budget {budget}: {'; '.join(parts)}; seeds {sorted(g.seed.unique().tolist())}")
+        kdad = g[(g.method == "kdad") & (g.weights == "none")]
+        if len(kdad):
+            lines.append("KDAD with weights none: its teacher is a fixed random VGG16, not ImageNet's")
         if budget != "paper":
-            lines.append(f"budget {budget} is CPU-sized (smaller images/steps, random init unless "
-                         "ImageNet weights are named): NOT comparable with the paper's numbers")
+            lines.append(f"budget {budget} is CPU-sized (smaller images, backbones and step counts; random "
+                         "init unless ImageNet weights are named): NOT comparable with the paper's numbers")
     return lines
