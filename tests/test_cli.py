@@ -61,9 +61,15 @@ def test_imagenet_weights_missing_is_a_clear_error(monkeypatch, tmp_path, capsys
     monkeypatch.setattr(bb.torchvision.models.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict",
                         no_network)
     assert main(["run", "--methods", "devnet", "--weights", "imagenet", "--budget", "smoke",
-                 "--out", str(tmp_path / "o")]) == 2
+                 "--set", "backbone=resnet18", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "ImageNet weights for resnet18" in err and "--weights none" in err
+    assert len(err.strip().splitlines()) == 1
+    # the smoke/quick budgets' narrow backbone has no ImageNet weights: the error says what to do
+    assert main(["run", "--methods", "devnet", "--weights", "imagenet", "--budget", "smoke",
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "--set backbone=resnet18" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing written before the grid could start
 
 
 def test_bad_image_fails_cell_keeps_others_and_exits_2(data_root, tmp_path, capsys):

@@ -41,6 +41,9 @@ def weights_cache_path(arch: str) -> Path:
 
 def imagenet_state_dict(arch: str, download_timeout_s: float = 20.0) -> dict:
     """ImageNet weights of ``arch`` from the torch cache, downloading once if possible."""
+    if arch in NARROW:
+        raise UserError(f"backbone {arch} has no ImageNet weights (the CPU budgets' narrow ResNet); "
+                        "add --set backbone=resnet18 to use ImageNet weights, or pass --weights none")
     if arch not in _ARCHS:
         raise UserError(f"no ImageNet weights for backbone {arch!r}; known: {', '.join(_ARCHS)}")
     enum = _ARCHS[arch][1]
@@ -109,7 +112,7 @@ def feature_extractor(arch: str, weights: str) -> tuple[nn.Module, int]:
     """
     if arch in NARROW:
         if weights != "none":
-            raise UserError(f"backbone {arch} has no ImageNet weights; pass --weights none or use resnet18")
+            imagenet_state_dict(arch)  # raises the UserError that says what to do
         return narrow_resnet18(NARROW[arch]), 8 * NARROW[arch]
     model = torchvision_model(arch, weights)
     channels = _ARCHS[arch][2]
