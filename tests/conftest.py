@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from scipy.ndimage import gaussian_filter
 
 TESTS_DIR = Path(__file__).parent
 sys.path.insert(0, str(TESTS_DIR))  # so 'toy_detectors:Class' dotted paths import in-process
@@ -25,6 +26,37 @@ def blob_image(rng: np.random.Generator, size: int, anomalous: bool) -> tuple[np
         img[y:y + s, x:x + s] += 100
         mask[y:y + s, x:x + s] = 255
     return np.clip(img, 0, 255).astype(np.uint8), mask
+
+
+def separable_set(rng: np.random.Generator, n_normal: int, n_anomaly: int, size: int = 32
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, size, size, 3) images of :func:`blob_image` (normals first) and their labels."""
+    images = [blob_image(rng, size, i >= n_normal)[0] for i in range(n_normal + n_anomaly)]
+    return np.stack(images), np.array([0] * n_normal + [1] * n_anomaly)
+
+
+def smooth_blob_split(seed: int = 0, n_normal: int = 40, n_anom: int = 6, n_test: int = 20, size: int = 32
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(train, train labels, test, test labels): Gaussian-smoothed noise textures as normals; anomalies
+    are the same with a bright 8x8 square pasted in."""
+    rng = np.random.default_rng(seed)
+
+    def normal(n: int) -> np.ndarray:
+        smooth = gaussian_filter(rng.normal(size=(n, size, size, 3)), sigma=(0, 2, 2, 0))
+        return np.clip(110 + 25 * smooth / smooth.std(axis=(1, 2, 3), keepdims=True), 0, 255)
+
+    def anomalous(n: int) -> np.ndarray:
+        x = normal(n)
+        for img in x:
+            r, q = rng.integers(2, size - 10, 2)
+            img[r:r + 8, q:q + 8] = 250
+        return x
+
+    train = np.concatenate([normal(n_normal), anomalous(n_anom)]).round().astype(np.uint8)
+    labels = np.r_[np.zeros(n_normal), np.ones(n_anom)].astype(np.int64)
+    test = np.concatenate([normal(n_test), anomalous(n_test)]).round().astype(np.uint8)
+    test_labels = np.r_[np.zeros(n_test), np.ones(n_test)]
+    return train, labels, test, test_labels
 
 
 def make_tiny_dataset(root: Path, category: str = "tiny", n_train: int = 30, n_test_good: int = 12,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import blob_image
+from conftest import separable_set
 
 from fsad_bench.detectors.base import TrainSet
 from fsad_bench.metrics import image_metrics
@@ -79,16 +79,11 @@ def test_rotation_keeps_shape_and_zero_fills_corners():
     assert torch.equal(random_rotation(x, 0, gen), x)
 
 
-def _separable(seed: int, n_normal: int, n_anom: int, size: int = 32):
-    rng = np.random.default_rng(seed)
-    imgs = [blob_image(rng, size, False)[0] for _ in range(n_normal)]
-    imgs += [blob_image(rng, size, True)[0] for _ in range(n_anom)]
-    return np.stack(imgs), np.array([0] * n_normal + [1] * n_anom)
 
 
 def test_devnet_reaches_high_auc_on_separable_set():
-    x_train, y_train = _separable(0, 40, 6)
-    x_test, y_test = _separable(1, 20, 20)
+    x_train, y_train = separable_set(np.random.default_rng(0), 40, 6)
+    x_test, y_test = separable_set(np.random.default_rng(1), 20, 20)
     det = DevNet(backbone="resnet18_w16", weights="none", epochs=6, steps_per_epoch=10, batch_size=16,
                  lr=1e-3, lr_step_epochs=100)
     det.fit(TrainSet(x_train, y_train, seed=0))
@@ -99,7 +94,7 @@ def test_devnet_reaches_high_auc_on_separable_set():
 
 
 def test_devnet_is_reproducible():
-    x_train, y_train = _separable(0, 16, 4)
+    x_train, y_train = separable_set(np.random.default_rng(0), 16, 4)
     kw = dict(backbone="resnet18_w16", weights="none", epochs=1, steps_per_epoch=3, batch_size=8)
     s1 = DevNet(**kw).fit(TrainSet(x_train, y_train, seed=3)).score(x_train)
     s2 = DevNet(**kw).fit(TrainSet(x_train, y_train, seed=3)).score(x_train)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy.ndimage import gaussian_filter
+from conftest import smooth_blob_split as tiny_set
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
@@ -22,29 +22,6 @@ from fsad_baselines.svdd_common import initial_centre, parse_milestones, push_aw
 from fsad_bench.detectors.base import TrainSet
 from fsad_bench.errors import UserError
 from fsad_bench.models.training import chunks, recalibrate_batchnorm
-
-
-def tiny_set(seed: int = 0, n_normal: int = 40, n_anom: int = 6, n_test: int = 20, size: int = 32):
-    """Normals: smooth noise textures; anomalies: the same with a bright 8x8 square pasted in."""
-    rng = np.random.default_rng(seed)
-
-    def normal(n: int) -> np.ndarray:
-        smooth = gaussian_filter(rng.normal(size=(n, size, size, 3)), sigma=(0, 2, 2, 0))
-        return np.clip(110 + 25 * smooth / smooth.std(axis=(1, 2, 3), keepdims=True), 0, 255)
-
-    def anomalous(n: int) -> np.ndarray:
-        x = normal(n)
-        for img in x:
-            r, q = rng.integers(2, size - 10, 2)
-            img[r:r + 8, q:q + 8] = 250
-        return x
-
-    train = np.concatenate([normal(n_normal), anomalous(n_anom)]).round().astype(np.uint8)
-    labels = np.r_[np.zeros(n_normal), np.ones(n_anom)].astype(np.int64)
-    test = np.concatenate([normal(n_test), anomalous(n_test)]).round().astype(np.uint8)
-    test_labels = np.r_[np.zeros(n_test), np.ones(n_test)]
-    return train, labels, test, test_labels
-
 
 # A few steps of every phase: seconds on a CPU.
 TINY = dict(epochs=2, ae_epochs=2, batch_size=20, ae_batch_size=20, lr_milestones=(), ae_lr_milestones=(),

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import separable_set as tiny_set
 from torchvision.ops import sigmoid_focal_loss
 
 from fsad_baselines.flos import FLOS, FLOSConfig, FLOSNetwork, topk_signed_mean
@@ -16,23 +17,6 @@ from fsad_bench.errors import UserError
 from fsad_bench.metrics import image_metrics
 from fsad_bench.models.devnet import DevNetConfig
 from fsad_bench.models.training import Schedule
-
-
-def tiny_set(rng: np.random.Generator, n_normal: int, n_anomaly: int, size: int = 32
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth noise textures; anomalies carry a bright square blob. uint8 (N, size, size, 3), labels."""
-    images, labels = [], []
-    for i in range(n_normal + n_anomaly):
-        base = rng.normal(110, 12, (size // 4, size // 4, 3))
-        img = np.kron(base, np.ones((4, 4, 1))) + rng.normal(0, 4, (size, size, 3))
-        if i >= n_normal:
-            s = size // 4
-            y, x = rng.integers(0, size - s, 2)
-            img[y:y + s, x:x + s] += 100
-        images.append(np.clip(img, 0, 255).astype(np.uint8))
-        labels.append(int(i >= n_normal))
-    return np.stack(images), np.array(labels)
-
 
 # ----------------------------------------------------------------------------------------------
 # focal loss

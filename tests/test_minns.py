@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import separable_set as tiny_set
 
 from fsad_baselines.minns import MINNS, MINNSConfig, MINNSNetwork
 from fsad_baselines.minns_loss import (
@@ -22,23 +23,6 @@ from fsad_bench.detectors.base import TrainSet
 from fsad_bench.errors import UserError
 from fsad_bench.metrics import image_metrics
 from fsad_bench.models.training import Schedule
-
-
-def tiny_set(rng: np.random.Generator, n_normal: int, n_anomaly: int, size: int = 32
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Smooth noise textures; anomalies carry a bright square blob. uint8 (N, size, size, 3), labels."""
-    images, labels = [], []
-    for i in range(n_normal + n_anomaly):
-        base = rng.normal(110, 12, (size // 4, size // 4, 3))
-        img = np.kron(base, np.ones((4, 4, 1))) + rng.normal(0, 4, (size, size, 3))
-        if i >= n_normal:
-            s = size // 4
-            y, x = rng.integers(0, size - s, 2)
-            img[y:y + s, x:x + s] += 100
-        images.append(np.clip(img, 0, 255).astype(np.uint8))
-        labels.append(int(i >= n_normal))
-    return np.stack(images), np.array(labels)
-
 
 # one bag (B = 1) of three instances (N = 3) with two features (D = 2)
 BAG = torch.tensor([[[1.0, 0.0], [-2.0, 4.0], [3.0, 1.0]]])
