@@ -46,6 +46,13 @@ Deviations and why:
 * Only ResNet trunks (torchvision ResNets and the narrow ``resnet18_w16/w32`` of the quick budget)
   are supported: the intermediate layer is taken as the trunk's 7th child (layer3), whose width is
   half the last layer's.
+
+Localisation (``explain``, paper Q3): MI-Net has none of its own; as for DevNet, the gradient of
+MINNS's image score (the configured ``score``: mean of the outputs' probabilities, or of their
+logits) w.r.t. the normalised input, in eval mode, with the authors' DevNet post-processing
+(|grad| summed over channels, p99 scaling, Gaussian blur sigma 4 px; :mod:`fsad_bench.models.saliency`).
+With ``score = "prob"`` each output's gradient is weighted by p(1 - p), so a very confident output
+contributes little; ``--set minns.score=logit`` gives the unweighted sum.
 """
 
 from __future__ import annotations
@@ -61,6 +68,7 @@ from fsad_baselines.minns_loss import POOLINGS, deep_supervision_loss, deep_supe
 from fsad_bench.detectors.base import Detector, TrainSet
 from fsad_bench.errors import UserError
 from fsad_bench.models.backbones import feature_extractor
+from fsad_bench.models.saliency import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA, explain_images, frozen
 from fsad_bench.models.training import (
     Schedule,
     normalise,
@@ -177,6 +185,19 @@ class MINNS(Detector):
         if len(logits) == 0:
             return np.zeros(0, dtype=np.float64)
         return deep_supervision_score(torch.from_numpy(logits), self.config.score).numpy()
+
+    def explain(self, images: np.ndarray) -> np.ndarray:
+        """Gradient saliency of the image score (DevNet's localisation recipe), (N, H, W) in [0, 1]."""
+        c = self.config
+        net = self.network.eval()
+
+        def image_score(x: torch.Tensor) -> torch.Tensor:
+            return deep_supervision_score(net(x), c.score)
+
+        with frozen(net):
+            return explain_images(image_score, images, normalise, self.device,
+                                  sigma=getattr(c, "saliency_sigma", DEFAULT_SIGMA),
+                                  batch_size=getattr(c, "saliency_batch_size", DEFAULT_BATCH_SIZE))
 
     def params(self) -> dict[str, Any]:
         return asdict(self.config)

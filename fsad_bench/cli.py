@@ -93,7 +93,8 @@ def cmd_run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     with ResultStore(out) as store:
         summary = run_grid(cells, store, jobs=args.jobs, device=args.device, progress=not args.no_progress)
-    print(f"{summary.ok} cells ran ok, {summary.skipped} already finished, {len(summary.failed)} failed; "
+    print(f"{summary.ok} cells ran ok, {summary.skipped} already finished, {len(summary.failed)} failed, "
+          f"{len(summary.not_applicable)} not applicable; "
           f"results in {out} ('fsad-bench report {out}')", file=sys.stderr)
     user_errors = [f for f in summary.failed if f.user_error]
     if user_errors:

@@ -24,3 +24,10 @@ class WeightsUnavailableError(UserError):
 
 class TrainingDivergedError(RuntimeError):
     """Training produced a non-finite loss (the cell is recorded as failed, the grid goes on)."""
+
+
+class SkipCell(Exception):
+    """The protocol's setting cannot run on this data (too few anomalies of a class, no masks).
+
+    The cell is stored with status 'skipped' and the reason; it is never run with a changed setting.
+    """

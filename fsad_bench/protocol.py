@@ -48,6 +48,18 @@ class ProtocolSpec:
     budgets: dict[str, Budget]
     default_budget: str = "quick"
     source: str = ""
+    #: detector hyper-parameters swept as settings (e.g. ksweep's topk_ratio)
+    method_settings: dict[str, list[Any]] = field(default_factory=dict)
+    #: constant keyword arguments of the split rule (e.g. q5's max_anomaly)
+    split_args: dict[str, Any] = field(default_factory=dict)
+    #: per-dataset values of the ``known_class`` setting where "*" (every class) is not wanted
+    known_classes: dict[str, list[str]] = field(default_factory=dict)
+    #: per-dataset subset of categories (e.g. q2 uses MVTec AD's carpet and metal_nut only)
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    #: compute pixel-level metrics from Detector.explain (q3)
+    pixel_metrics: bool = False
+    #: the report layout: "table2" | "table3" | "table4" | "table5" | "curve"
+    report: str = "table2"
 
     def budget(self, name: str | None) -> Budget:
         name = name or self.default_budget
@@ -57,9 +69,10 @@ class ProtocolSpec:
         return self.budgets[name]
 
     def setting_grid(self) -> list[dict[str, Any]]:
-        """Cartesian product of the settings lists, e.g. [{'n_anomaly': 10}]."""
-        keys = sorted(self.settings)
-        return [dict(zip(keys, combo)) for combo in itertools.product(*(self.settings[k] for k in keys))]
+        """Cartesian product of the split settings and the method settings, e.g. [{'n_anomaly': 10}]."""
+        grid = {**self.settings, **self.method_settings}
+        keys = sorted(grid)
+        return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
 def packaged_protocols() -> list[str]:
@@ -80,11 +93,27 @@ def load_protocol(name_or_path: str) -> ProtocolSpec:
                             "(or give the path of a .toml spec)")
         res = resources.files("fsad_bench.protocols") / f"{name_or_path}.toml"
         text, source = res.read_text(), f"packaged:{name_or_path}.toml"
+    raw = _toml(text, source)
+    if "budgets_from" in raw:
+        # share budget tables with another packaged spec (q1 holds every method's), overriding per key
+        base = _toml((resources.files("fsad_bench.protocols") / f"{raw['budgets_from']}.toml").read_text(),
+                     raw["budgets_from"])
+        raw["budgets"] = _merge(base.get("budgets", {}), raw.get("budgets", {}))
+    return _parse(raw, source)
+
+
+def _toml(text: str, source: str) -> dict:
     try:
-        raw = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"protocol {source} is not valid TOML: {exc}") from None
-    return _parse(raw, source)
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _parse(raw: dict, source: str) -> ProtocolSpec:
@@ -99,7 +128,12 @@ def _parse(raw: dict, source: str) -> ProtocolSpec:
             datasets=list(raw["datasets"]), fallback_datasets=list(raw.get("fallback_datasets", [])),
             methods=list(raw["methods"]), seeds=[int(s) for s in raw.get("seeds", [0])],
             settings=settings, budgets=budgets, default_budget=raw.get("default_budget", "quick"),
-            source=source)
+            source=source,
+            method_settings={k: v if isinstance(v, list) else [v]
+                             for k, v in raw.get("method_settings", {}).items()},
+            split_args=dict(raw.get("split_args", {})), known_classes=dict(raw.get("known_classes", {})),
+            pixel_metrics=bool(raw.get("pixel_metrics", False)), report=raw.get("report", "table2"),
+            categories=dict(raw.get("categories", {})))
     except KeyError as exc:
         raise UserError(f"protocol {source} lacks the key {exc}") from None
     except (TypeError, ValueError, AttributeError) as exc:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fsad_bench.data.layout import CategoryIndex
-from fsad_bench.errors import UserError
+from fsad_bench.errors import SkipCell, UserError
 
 
 @dataclass
@@ -51,15 +51,81 @@ def q1_split(index: CategoryIndex, n_anomaly: int, seed: int) -> Split:
     if n_anomaly > len(anomalies) // 2:
         raise UserError(f"n_anomaly={n_anomaly} is more than half of the {len(anomalies)} anomalies in "
                         f"{index.root}; use n_anomaly <= {len(anomalies) // 2}")
-    rng = np.random.default_rng(seed)
-    labelled = np.sort(rng.permutation(anomalies)[:n_anomaly])
-    train_normal = index.where("train")
-    test = np.setdiff1d(index.where("test"), labelled)
-    train_idx = np.concatenate([train_normal, labelled])
-    train_labels = np.concatenate([np.zeros(len(train_normal), np.int64), np.ones(len(labelled), np.int64)])
-    labels = index.labels
-    return Split(train_idx, train_labels, test, labels[test],
+    labelled = np.sort(np.random.default_rng(seed).permutation(anomalies)[:n_anomaly])
+    train_idx, train_labels, test = _train_test(index, labelled, labelled)
+    return Split(train_idx, train_labels, test, index.labels[test],
                  _manifest(index, "q1", seed, labelled, test, n_anomaly=n_anomaly))
 
 
-SPLIT_RULES = {"q1": q1_split}
+def _train_test(index: CategoryIndex, labelled: np.ndarray, removed: np.ndarray,
+                polluted: np.ndarray | None = None, dropped: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train_idx, train_labels, test_idx): train = train/good (minus ``dropped``) + ``polluted``
+    (labelled normal) + ``labelled`` (labelled anomalies); test = test files minus ``removed``."""
+    polluted = np.sort(polluted) if polluted is not None else np.zeros(0, np.int64)
+    normals = np.setdiff1d(index.where("train"), dropped if dropped is not None else [])
+    train_idx = np.concatenate([normals, polluted, labelled]).astype(np.int64)
+    train_labels = np.r_[np.zeros(len(normals) + len(polluted), np.int64), np.ones(len(labelled), np.int64)]
+    return train_idx, train_labels, np.setdiff1d(index.where("test"), removed)
+
+
+def q2_split(index: CategoryIndex, known_class: str, n_anomaly: int, seed: int) -> Split:
+    """Q2 (open set, DRA's hard setting): ``n_anomaly`` labelled anomalies drawn with ``seed`` from
+    ``known_class`` only; that whole class leaves the test set, which holds the normals and every
+    other class (unseen in training). A class with fewer than ``n_anomaly`` images is skipped, as the
+    paper excludes classes with 1-5 samples."""
+    if known_class not in index.defect_classes:
+        raise SkipCell(f"no anomaly class {known_class!r} in {index.root} "
+                       f"(classes: {', '.join(index.defect_classes)})")
+    if len(index.defect_classes) < 2:
+        raise SkipCell(f"{index.root} has one anomaly class: no unseen class is left for the test set")
+    pool = index.where("test", cls=known_class)
+    if len(pool) < n_anomaly:
+        raise SkipCell(f"class {known_class!r} has {len(pool)} images, fewer than n_anomaly={n_anomaly}")
+    labelled = np.sort(np.random.default_rng(seed).permutation(pool)[:n_anomaly])
+    train_idx, train_labels, test = _train_test(index, labelled, pool)
+    return Split(train_idx, train_labels, test, index.labels[test],
+                 _manifest(index, "q2", seed, labelled, test, known_class=known_class, n_anomaly=n_anomaly))
+
+
+def q5_split(index: CategoryIndex, n_anomaly: int, seed: int, max_anomaly: int) -> Split:
+    """Q5 (sample efficiency): the largest draw (``max_anomaly``) is made with ``seed`` and removed
+    from the test set for every n, so the test set is identical across n; training uses its first
+    ``n_anomaly``. The authors' half rule applies to the largest draw."""
+    anomalies = index.where("test", anomalous=True)
+    if max_anomaly > len(anomalies) // 2:
+        raise SkipCell(f"the largest draw ({max_anomaly}) is more than half of the {len(anomalies)} "
+                       f"anomalies in {index.root}")
+    drawn = np.random.default_rng(seed).permutation(anomalies)[:max_anomaly]
+    labelled = np.sort(drawn[:n_anomaly])
+    train_idx, train_labels, test = _train_test(index, labelled, drawn)
+    return Split(train_idx, train_labels, test, index.labels[test],
+                 _manifest(index, "q5", seed, labelled, test, n_anomaly=n_anomaly, max_anomaly=max_anomaly))
+
+
+def q6_split(index: CategoryIndex, contamination: float, n_anomaly: int, seed: int) -> Split:
+    """Q6 (contamination): ``round(contamination * n_train_normal)`` training normals, drawn with
+    ``seed``, are replaced by unlabelled anomalies (labelled normal), so the unlabelled set keeps its
+    size and holds exactly that fraction of anomalies. Labelled anomalies (``n_anomaly``) and
+    polluting anomalies come from one seeded permutation of the test anomalies and both leave the
+    test set (the paper's rule; DRA's code forgets to remove the polluting ones). Skipped when fewer
+    than ``n_anomaly`` anomalies would remain for testing."""
+    rng = np.random.default_rng(seed)
+    anomalies = index.where("test", anomalous=True)
+    train_normal = index.where("train")
+    n_pollute = int(round(contamination * len(train_normal)))
+    if n_anomaly + n_pollute + n_anomaly > len(anomalies):
+        raise SkipCell(f"contamination {contamination:g} needs {n_pollute} polluting + {n_anomaly} labelled "
+                       f"anomalies, leaving fewer than {n_anomaly} of the {len(anomalies)} for the test set")
+    order = rng.permutation(anomalies)
+    labelled, polluted = np.sort(order[:n_anomaly]), np.sort(order[n_anomaly:n_anomaly + n_pollute])
+    dropped = np.sort(rng.permutation(train_normal)[:n_pollute])
+    train_idx, train_labels, test = _train_test(index, labelled, order[:n_anomaly + n_pollute],
+                                                polluted, dropped)
+    manifest = _manifest(index, "q6", seed, labelled, test, contamination=contamination, n_anomaly=n_anomaly,
+                         polluting_anomalies=[index.files[i] for i in polluted],
+                         dropped_normals=[index.files[i] for i in dropped])
+    return Split(train_idx, train_labels, test, index.labels[test], manifest)
+
+
+SPLIT_RULES = {"q1": q1_split, "q2": q2_split, "q5": q5_split, "q6": q6_split}

@@ -1,7 +1,7 @@
 """The results store: one SQLite file per output folder, one row per cell key.
 
 The driver is the only writer. Each finished cell is committed at once, so a crash loses at most
-the cells that were running. Rows with status 'ok' are skipped by a rerun; 'failed' rows are
+the cells that were running. Rows with status 'ok' or 'skipped' are not rerun; 'failed' rows are
 retried and overwritten.
 """
 
@@ -41,7 +41,7 @@ class CellResult:
     setting: dict
     budget: str
     img_size: int
-    status: str                      # "ok" or "failed"
+    status: str                      # "ok", "failed" or "skipped" (setting impossible on this data)
     error: str = ""
     auc_roc: float | None = None
     auc_pr: float | None = None
@@ -80,8 +80,9 @@ class ResultStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def ok_keys(self) -> set[str]:
-        return {k for (k,) in self.con.execute("SELECT key FROM cells WHERE status = 'ok'")}
+    def done_keys(self) -> set[str]:
+        """Keys a rerun skips: finished ('ok') and impossible ('skipped') cells."""
+        return {k for (k,) in self.con.execute("SELECT key FROM cells WHERE status IN ('ok', 'skipped')")}
 
     def put(self, result: CellResult) -> None:
         row = {k: v for k, v in asdict(result).items() if k in _COLUMNS}

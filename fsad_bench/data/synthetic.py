@@ -103,7 +103,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the generated pixels change, so stale trees are rebuilt.
-SYNTHETIC_VERSION: str = "1"
+SYNTHETIC_VERSION: str = "2"
 
 #: Category names; each maps to a bundled scikit-image texture photo.
 CATEGORIES: tuple[str, ...] = ("brick", "grass", "gravel")
@@ -463,7 +463,7 @@ def _replaceable(root: Path) -> bool:
 
 
 def generate(root: Path, *, image_size: int = 128, n_train: int = 200, n_test_good: int = 30,
-             n_per_defect: int = 18, seed: int = 0) -> Path:
+             n_per_defect: int = 20, seed: int = 0) -> Path:
     """Write the synthetic dataset into ``root`` (the folder holding category folders).
 
     Idempotent: if ``root/.complete`` records the same version and parameters,

@@ -8,10 +8,49 @@ Optimisation: the authors' code values (Adam lr 2e-4, wd 1e-5, StepLR 10 epochs 
 50 epochs x 20 steps, batch 48 balanced). The paper text says lr 1e-3 and wd 1e-2 instead; choose
 those with ``--set lr=1e-3 --set weight_decay=1e-2``. We default to the code's values because the
 code produced the published numbers.
+
+Ablation variants (paper sec. 6.8.1, Table 5), the ``variant`` field; named methods in
+:mod:`fsad_bench.models.ablation`. The authors' public code has only the top-K switch (``topk=0``
+= plain mean of the cell scores), so everything beyond that is our reading of the paper, written
+down here. Every variant keeps the trunk, the two-scale averaging and the training schedule.
+
+* ``"mil_ds"`` (default): DevNet as above (Table 5 "MIL-DS": L_dev + eta + L_mil).
+* ``"ds"``: holistic scalar score, no top-K: global-average-pooled trunk features -> the linear
+  scoring unit -> score (Table 5 "DS": L_dev + eta). Because the 1x1 head is linear this equals
+  the mean of the cell scores, i.e. the authors' ``topk=0`` switch; ``topk_ratio`` is ignored.
+* ``"patch_ds"``: the deviation loss on every patch: each cell score gets its image's label
+  (one reference draw per step for all cells); the loss is the mean over cells (per scale, then
+  averaged over the scales, as the scores are); image score = mean of the cell scores over all
+  patches (per scale, averaged over scales). Its *score* equals DS's; only the loss differs.
+* ``"rep"``: no scoring layer (Table 5 "Rep": L_dev only). The network outputs the image's
+  representation q in R^L (global-average-pooled trunk features, L = 512 for ResNet-18, averaged
+  over the scales) and the deviation loss is applied to it with a *multivariate* Gaussian
+  reference: per step r_1..r_5000 ~ N(0, I_L), mu_R and sigma_R are their per-dimension mean and
+  standard deviation (L-vectors), dev = (q - mu_R) / sigma_R is an L-vector of Z-scores, and the
+  loss is Eq. 8 applied to every dimension, averaged over dimensions and batch:
+  mean_k [(1 - y)|dev_k| + y max(0, a - dev_k)]. This is the literal reading of "uses our deviation
+  loss to learn the representations only ... the reference is drawn from a multivariate Gaussian"
+  (the univariate loss applied unchanged to a vector output, elementwise). The paper does not say
+  how Rep scores a test image; ours is the deviation the loss drives to 0 for normals and up for
+  anomalies, at the prior's mu = 0, sigma = 1: score = mean_k |q_k| (mean absolute Z-score).
+  (The trunk ends in a ReLU, so q >= 0 and this is also the mean of q.)
+
+Backbone variants ("AlexNet + DS", "ResNet-50 + DS"): ``backbone = "alexnet" | "resnet50"``. In
+Table 5 both columns sit under the header "DS" and have no tick in the L_mil row, and the text
+names them "+ DS" and compares ResNet-50 + DS with "ResNet-18 + DS"; so we read them as the DS
+variant (holistic, no top-K) with that backbone, and the named methods ``devnet_alexnet`` /
+``devnet_resnet50`` set ``variant = "ds"``. (The text also says a shallower backbone "may help
+DevNet" on Capsule, where AlexNet's 0.881 beats MIL-DS's 0.865 as well as DS's 0.720, so MIL-DS
+with those backbones is a possible reading too: ``--set variant=mil_ds``.)
+
+Localisation (``explain``): the authors' gradient saliency of the image score, see
+:mod:`fsad_bench.models.saliency` (``saliency_sigma``: Gaussian blur in pixels, default the
+authors' 4 at 448 px; it is not rescaled with the image size).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -20,9 +59,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fsad_bench.detectors.base import Detector, TrainSet
+from fsad_bench.errors import UserError
 from fsad_bench.models.backbones import feature_extractor
 from fsad_bench.models.deviation_loss import deviation_loss
 from fsad_bench.models.mil import topk_mil
+from fsad_bench.models.saliency import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA, explain_images, frozen
 from fsad_bench.models.training import (
     Schedule,
     normalise,
@@ -33,31 +74,115 @@ from fsad_bench.models.training import (
     train_balanced,
 )
 
+VARIANTS = ("mil_ds", "ds", "patch_ds", "rep")
+#: Smallest input side (px) a backbone's trunk accepts (AlexNet's three 3x3/2 max-pools).
+MIN_INPUT = {"alexnet": 63, "vgg16": 32}
+
+
+def check_variant(variant: str) -> None:
+    if variant not in VARIANTS:
+        raise UserError(f"unknown devnet variant {variant!r}; use one of {', '.join(VARIANTS)}")
+
+
+def patch_deviation_loss(cell_scores: torch.Tensor | Sequence[torch.Tensor], labels: torch.Tensor,
+                         margin: float = 5.0, n_ref: int = 5000, generator: torch.Generator | None = None,
+                         reference: torch.Tensor | None = None) -> torch.Tensor:
+    """Patch-DS: the deviation loss of every cell, each with its image's label.
+
+    ``cell_scores``: (B, P) cells of one scale, or a sequence of them (one per scale, P may
+    differ); the loss is the mean over the cells of each scale, averaged over the scales. One
+    reference draw serves all cells of the step.
+    """
+    scales = [cell_scores] if isinstance(cell_scores, torch.Tensor) else list(cell_scores)
+    if reference is None:
+        reference = torch.randn(n_ref, generator=generator, device=scales[0].device)
+    losses = []
+    for cells in scales:
+        flat = cells.flatten(1)
+        per_cell_labels = labels.reshape(-1, 1).expand(-1, flat.shape[1]).reshape(-1)
+        losses.append(deviation_loss(flat.reshape(-1), per_cell_labels, margin, reference=reference))
+    return torch.stack(losses).mean()
+
+
+def rep_deviation_loss(reps: torch.Tensor, labels: torch.Tensor, margin: float = 5.0, n_ref: int = 5000,
+                       generator: torch.Generator | None = None,
+                       reference: torch.Tensor | None = None) -> torch.Tensor:
+    """Rep: the deviation loss on representations (B, L) with a multivariate N(0, I_L) reference.
+
+    dev = (q - mu_R) / sigma_R per dimension (mu_R, sigma_R: the reference's per-dimension mean and
+    std over ``n_ref`` fresh draws, or over ``reference`` (n_ref, L)); the loss is
+    mean over batch and dimensions of (1 - y)|dev| + y max(0, margin - dev).
+    """
+    if reference is None:
+        reference = torch.randn(n_ref, reps.shape[1], generator=generator, device=reps.device)
+    dev = (reps - reference.mean(0)) / reference.std(0)
+    y = labels.to(reps.dtype).reshape(-1, 1)
+    return ((1 - y) * dev.abs() + y * torch.clamp(margin - dev, min=0)).mean()
+
 
 class DevNetNetwork(nn.Module):
-    """Anomaly score learner phi: image -> scalar score (two scales averaged)."""
+    """Anomaly score learner phi: image -> scalar score (two scales averaged).
+
+    ``forward`` is always the image score (B,). ``training_output`` is what the variant's loss
+    takes: the image score (mil_ds, ds), the per-scale cell scores (patch_ds) or the
+    representation (rep).
+    """
 
     def __init__(self, backbone: str = "resnet18", weights: str = "imagenet", topk_ratio: float = 0.1,
-                 n_scales: int = 2) -> None:
+                 n_scales: int = 2, variant: str = "mil_ds") -> None:
         super().__init__()
+        check_variant(variant)
         self.trunk, channels = feature_extractor(backbone, weights)
-        self.head = nn.Conv2d(channels, 1, kernel_size=1, bias=True)
+        # Rep has no scoring layer (Table 5: no eta)
+        self.head = nn.Conv2d(channels, 1, kernel_size=1, bias=True) if variant != "rep" else None
         self.topk_ratio = topk_ratio
         self.n_scales = n_scales
+        self.variant = variant
+
+    def scaled_inputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The image and its nearest-neighbour downscales by 2**s, s = 1 .. n_scales - 1."""
+        # the authors resize to img_size / 2 with nearest interpolation
+        return [x] + [F.interpolate(x, scale_factor=0.5 ** s, mode="nearest")
+                      for s in range(1, self.n_scales)]
 
     def cell_scores(self, x: torch.Tensor) -> torch.Tensor:
         """Score map (B, 1, h, w): one score per feature-map cell (image patch)."""
         return self.head(self.trunk(x))
 
+    def representation(self, x: torch.Tensor) -> torch.Tensor:
+        """Global-average-pooled trunk features (B, L) of one scale."""
+        return self.trunk(x).mean(dim=(2, 3))
+
     def scale_score(self, x: torch.Tensor) -> torch.Tensor:
-        return topk_mil(self.cell_scores(x).flatten(1), self.topk_ratio)
+        if self.variant == "mil_ds":
+            return topk_mil(self.cell_scores(x).flatten(1), self.topk_ratio)
+        if self.variant == "ds":
+            pooled = self.trunk(x).mean(dim=(2, 3), keepdim=True)
+            return self.head(pooled).flatten()
+        if self.variant == "patch_ds":
+            return self.cell_scores(x).flatten(1).mean(dim=1)
+        return self.representation(x).abs().mean(dim=1)  # rep, at the prior's mu = 0, sigma = 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        scores = [self.scale_score(x)]
-        for s in range(1, self.n_scales):
-            # the authors resize to img_size / 2 with nearest interpolation
-            scores.append(self.scale_score(F.interpolate(x, scale_factor=0.5 ** s, mode="nearest")))
-        return torch.stack(scores).mean(0)
+        return torch.stack([self.scale_score(xs) for xs in self.scaled_inputs(x)]).mean(0)
+
+    def training_output(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.variant == "patch_ds":
+            return [self.cell_scores(xs).flatten(1) for xs in self.scaled_inputs(x)]
+        if self.variant == "rep":
+            return torch.stack([self.representation(xs) for xs in self.scaled_inputs(x)]).mean(0)
+        return self(x)
+
+
+class _TrainingView(nn.Module):
+    """The network seen by :func:`train_balanced`: its output is what the variant's loss takes."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor):
+        return self.net.training_output(x)
 
 
 @dataclass
@@ -76,6 +201,12 @@ class DevNetConfig(Schedule):
     #: it: after a few dozen steps the running averages still lag the weights and eval-mode scores
     #: are meaningless (seen inverted on `synthetic`).
     bn_recalibration: bool = False
+    #: Ablation variant (paper Table 5): "mil_ds" (DevNet), "ds", "patch_ds", "rep"; see the module doc.
+    variant: str = "mil_ds"
+    #: Gaussian blur of the saliency maps in pixels at the cell's image size (authors: 4 at 448 px).
+    saliency_sigma: float = DEFAULT_SIGMA
+    #: Images per backward pass in ``explain`` (memory only; maps do not depend on it).
+    saliency_batch_size: int = DEFAULT_BATCH_SIZE
 
 
 class DevNet(Detector):
@@ -90,25 +221,55 @@ class DevNet(Detector):
 
     def build_network(self) -> nn.Module:
         c = self.config
-        return DevNetNetwork(c.backbone, c.weights, c.topk_ratio, c.n_scales)
+        return DevNetNetwork(c.backbone, c.weights, c.topk_ratio, c.n_scales, c.variant)
 
-    def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return deviation_loss(outputs, labels, self.config.margin, self.config.n_ref, self._ref_gen)
+    def loss(self, outputs, labels: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        if c.variant == "patch_ds":
+            return patch_deviation_loss(outputs, labels, c.margin, c.n_ref, self._ref_gen)
+        if c.variant == "rep":
+            return rep_deviation_loss(outputs, labels, c.margin, c.n_ref, self._ref_gen)
+        return deviation_loss(outputs, labels, c.margin, c.n_ref, self._ref_gen)
+
+    def _check_input(self, train: TrainSet) -> None:
+        c = self.config
+        check_variant(c.variant)
+        need = MIN_INPUT.get(c.backbone, 1)
+        smallest = min(train.images.shape[1:3]) // 2 ** max(c.n_scales - 1, 0)
+        if smallest < need:
+            raise UserError(f"backbone {c.backbone} needs inputs of at least {need} px, but the "
+                            f"{'half-size scale' if c.n_scales > 1 else 'image'} of these "
+                            f"{train.images.shape[1]}x{train.images.shape[2]} images is {smallest} px; "
+                            "use larger images or --set n_scales=1")
 
     def fit(self, train: TrainSet) -> DevNet:
         c = self.config
+        self._check_input(train)
         seed_everything(train.seed)
         self.device = train.device
         self.network = self.build_network().to(train.device)
+        built = getattr(self.network, "variant", "mil_ds")
+        if built != c.variant:  # e.g. FLOS builds its own network, which has no variants
+            raise UserError(f"{self.name or type(self).__name__} has no variant {c.variant!r} "
+                            f"(its network is {built!r} only)")
         self._ref_gen = torch.Generator(device=train.device).manual_seed(train.seed + 1)
         images = to_uint8_tensor(train.images, train.device)
         sched = Schedule(**{k: v for k, v in asdict(c).items() if k in Schedule.__dataclass_fields__})
-        self.loss_history = train_balanced(self.network, images, train.labels, sched, self.loss, train.seed)
+        model = _TrainingView(self.network) if hasattr(self.network, "training_output") else self.network
+        self.loss_history = train_balanced(model, images, train.labels, sched, self.loss, train.seed)
         if c.bn_recalibration:
             recalibrate_batchnorm(self.network, images, normalise, c.eval_batch_size)
-        self.info = {"weights": c.weights, "backbone": c.backbone, "final_loss": self.loss_history[-1]
-                     if self.loss_history else None}
+        self.info = {"weights": c.weights, "backbone": c.backbone, "variant": c.variant,
+                     "final_loss": self.loss_history[-1] if self.loss_history else None}
         return self
 
     def score(self, images: np.ndarray) -> np.ndarray:
         return predict(self.network, images, self.device, self.config.eval_batch_size)
+
+    def explain(self, images: np.ndarray) -> np.ndarray:
+        """Gradient saliency of the image score (paper Eq. 9, the authors' localisation code)."""
+        c = self.config
+        self.network.eval()
+        with frozen(self.network):
+            return explain_images(self.network, images, normalise, self.device,
+                                  sigma=c.saliency_sigma, batch_size=c.saliency_batch_size)

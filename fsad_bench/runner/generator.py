@@ -12,9 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fsad_bench.data.registry import categories, info, is_present
+from fsad_bench.data import synthetic
+from fsad_bench.data.layout import scan_category
+from fsad_bench.data.registry import categories, dataset_dir, info, is_present
 from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import UserError
+from fsad_bench.models.backbones import ensure_weights
 from fsad_bench.protocol import ProtocolSpec
 from fsad_bench.runner.job import Cell
 
@@ -84,7 +87,6 @@ def method_params(spec: ProtocolSpec, budget_name: str | None, method: str, req:
     config = cls.config_from_params(params)  # validates names and types
     resolved = dataclasses.asdict(config)
     for name in cls.required_weights(config):
-        from fsad_bench.models.backbones import ensure_weights
         ensure_weights(name, "imagenet")
     return img_size, resolved
 
@@ -104,16 +106,45 @@ def build_cells(spec: ProtocolSpec, req: GridRequest) -> tuple[list[Cell], list[
             raise UserError(f"--set {key}: method {target!r} is not in this run ({', '.join(methods)})")
         if not dot and name not in known_keys:
             raise UserError(f"--set {key}: no method in this run has a hyper-parameter {name!r}")
+    for key in spec.method_settings:
+        for m in methods:
+            if key not in {f.name for f in dataclasses.fields(load_detector(m).Config)}:
+                raise UserError(f"protocol {spec.name} sweeps {key!r}, which method {m!r} does not have")
     datasets, missing = resolve_datasets(spec, req)
     seeds = req.seeds if req.seeds is not None else spec.seeds
+    data_version = {"synthetic": synthetic.SYNTHETIC_VERSION}
     cells = []
     for dataset in datasets:
-        for category in categories(dataset, req.data_root):
-            for method in methods:
-                img_size, params = per_method[method]
-                for setting in spec.setting_grid():
+        cats = categories(dataset, req.data_root)
+        if dataset in spec.categories:
+            cats = [c for c in cats if c in spec.categories[dataset]]
+        for category in cats:
+            for setting in _expand_settings(spec, dataset, category, req.data_root):
+                split_kwargs = {k: v for k, v in setting.items() if k not in spec.method_settings}
+                swept = {k: v for k, v in setting.items() if k in spec.method_settings}
+                for method in methods:
+                    img_size, params = per_method[method]
                     for seed in seeds:
-                        cells.append(Cell(spec.name, spec.split, dataset, category, method, seed, setting,
-                                          budget, img_size, params,
-                                          str(req.data_root) if req.data_root else None))
+                        cells.append(Cell(
+                            spec.name, spec.split, dataset, category, method, seed, setting, budget,
+                            img_size, {**params, **swept}, str(req.data_root) if req.data_root else None,
+                            {**split_kwargs, **spec.split_args}, spec.pixel_metrics,
+                            data_version.get(dataset, "")))
     return cells, missing
+
+
+def _expand_settings(spec: ProtocolSpec, dataset: str, category: str, root: Path | None
+                     ) -> list[dict[str, Any]]:
+    """The setting grid of one category; ``known_class = "*"`` becomes each of its anomaly classes
+    (or the spec's list for the dataset / category)."""
+    grid = spec.setting_grid()
+    if "known_class" not in spec.settings:
+        return grid
+    listed = spec.known_classes.get(category) or spec.known_classes.get(dataset)
+    if listed is None:
+        listed = scan_category(dataset_dir(dataset, root) / category).defect_classes
+    out = []
+    for setting in grid:
+        classes = listed if setting["known_class"] == "*" else [setting["known_class"]]
+        out += [{**setting, "known_class": c} for c in classes]
+    return out

@@ -22,8 +22,8 @@ from fsad_bench.data.layout import scan_category
 from fsad_bench.data.registry import dataset_dir
 from fsad_bench.detectors.base import TrainSet
 from fsad_bench.detectors.registry import load_detector
-from fsad_bench.errors import UserError
-from fsad_bench.metrics import image_metrics
+from fsad_bench.errors import SkipCell, UserError
+from fsad_bench.metrics import image_metrics, pixel_metrics
 from fsad_bench.splits import SPLIT_RULES
 from fsad_bench.store import CellResult
 
@@ -43,6 +43,9 @@ class Cell:
     img_size: int
     params: dict[str, Any] = field(default_factory=dict)
     data_root: str | None = None
+    split_kwargs: dict[str, Any] = field(default_factory=dict)  # setting's split part + spec split_args
+    pixel_metrics: bool = False
+    data_version: str = ""  # the embedded dataset's generator version (real data: "")
 
     @property
     def key(self) -> str:
@@ -65,6 +68,18 @@ def _peak_mem_mb(device: str) -> float:
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+def _pixel_metrics(detector: Any, images: np.ndarray, masks: np.ndarray, test_idx: np.ndarray,
+                   test_labels: np.ndarray) -> dict[str, Any]:
+    """Localisation metrics from ``explain`` maps of every test image (see metrics.pixel_metrics)."""
+    if not masks[test_idx[test_labels == 1]].any():
+        raise SkipCell("no pixel masks for the test anomalies of this category")
+    maps = detector.explain(images[test_idx])
+    if maps is None:
+        raise UserError(f"method {type(detector).__name__} has no explain(): it cannot run a localisation "
+                        "protocol; choose methods that implement explain")
+    return pixel_metrics(np.asarray(maps, dtype=np.float64), masks[test_idx], test_labels)
+
+
 def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> CellResult:
     """Run one cell; any exception is recorded as a failed result (the grid goes on).
 
@@ -84,7 +99,7 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> Cel
         root = Path(cell.data_root) if cell.data_root else None
         index = scan_category(dataset_dir(cell.dataset, root) / cell.category)
         data = load_category(index, cell.img_size, cell.dataset, cell.category)
-        split = SPLIT_RULES[cell.split](index, seed=cell.seed, **cell.setting)
+        split = SPLIT_RULES[cell.split](index, seed=cell.seed, **cell.split_kwargs)
         cls = load_detector(cell.method)
         detector = cls(cls.config_from_params(cell.params))
         train = TrainSet(data.images[split.train_idx], split.train_labels, seed=cell.seed, device=device)
@@ -94,12 +109,17 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> Cel
             raise RuntimeError(f"detector returned {scores.shape} scores with non-finite values "
                                f"(expected {len(split.test_idx)} finite)")
         metrics = image_metrics(split.test_labels, scores)
-        result.status = "ok"
+        if cell.pixel_metrics:
+            metrics.update(_pixel_metrics(detector, data.images, data.masks, split.test_idx,
+                                          split.test_labels))
         result.auc_roc, result.auc_pr = metrics["auc_roc"], metrics["auc_pr"]
         result.metrics = metrics
         result.manifest, result.manifest_hash = split.manifest, split.manifest_hash
         result.scores = {"scores": scores.round(6).tolist(), "labels": split.test_labels.tolist()}
         result.info = detector.info
+        result.status = "ok"
+    except SkipCell as exc:
+        result.status, result.error = "skipped", str(exc)
     except UserError as exc:
         result.error, result.user_error = str(exc), True
     except Exception as exc:

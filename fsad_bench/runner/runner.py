@@ -31,6 +31,7 @@ class RunSummary:
     skipped: int = 0
     ok: int = 0
     failed: list[CellResult] = field(default_factory=list)
+    not_applicable: list[CellResult] = field(default_factory=list)
 
 
 def _results(cells: list[Cell], devices: list[str], jobs: int) -> Iterator[CellResult]:
@@ -47,7 +48,7 @@ def _results(cells: list[Cell], devices: list[str], jobs: int) -> Iterator[CellR
 def run_grid(cells: list[Cell], store: ResultStore, jobs: int = 1, device: str = "auto",
              progress: bool = True) -> RunSummary:
     """Run every cell whose key has no 'ok' row; failed rows are retried and overwritten."""
-    done = store.ok_keys()
+    done = store.done_keys()
     todo = [c for c in cells if c.key not in done]
     summary = RunSummary(total=len(cells), skipped=len(cells) - len(todo))
     bar = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress, dynamic_ncols=True)
@@ -57,6 +58,10 @@ def run_grid(cells: list[Cell], store: ResultStore, jobs: int = 1, device: str =
             summary.ok += 1
             bar.set_postfix_str(f"{result.dataset}/{result.category} {result.method} "
                                 f"AUC={result.auc_roc:.3f}", refresh=False)
+        elif result.status == "skipped":
+            summary.not_applicable.append(result)
+            bar.write(f"not applicable: {result.dataset}/{result.category} {result.method} "
+                      f"{result.setting}: {result.error}")
         else:
             summary.failed.append(result)
             bar.write(f"FAILED {result.dataset}/{result.category} {result.method} seed={result.seed}: "
