@@ -103,22 +103,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from fsad_bench.report import build_table, load_long, load_long_csv, render, run_header
+    from fsad_bench.report import load_long, load_long_csv, protocol_report, run_header
 
     if args.from_csv:
         df = load_long_csv(args.from_csv, args.metric)
-        header, failed = [f"source: {args.from_csv}"], None
+        text = protocol_report(df, "table2", args.format, args.metric, [f"source: {args.from_csv}"])
     elif args.folder:
-        df, failed = load_long(args.folder, args.metric)
-        header = run_header(df)
+        df, not_ok = load_long(args.folder, args.metric)
+        parts = []
+        for protocol in sorted(df.protocol.unique()):
+            sub = df[df.protocol == protocol]
+            parts.append(protocol_report(sub, protocol, args.format, args.metric, run_header(sub),
+                                         args.folder / "figures"))
+        text = "\n".join(parts)
+        if len(not_ok) and args.format == "markdown":
+            for status, title in (("failed", "failed"), ("skipped", "not applicable")):
+                rows = not_ok[not_ok.status == status]
+                if len(rows):
+                    text += f"\n{len(rows)} {title} cell(s):\n" + "\n".join(
+                        f"- {r.dataset}/{r.category} {r.method} seed={r.seed} {r.setting}: {r.error}"
+                        for r in rows.itertuples()) + "\n"
     else:
         raise UserError("report needs a results folder or --from-csv FILE")
-    table = build_table(df)
-    text = render(table, args.format, header, caption=f"{args.metric.replace('_', '-').upper()} "
-                  "(mean ± std over seeds)")
-    if failed is not None and len(failed) and args.format == "markdown":
-        text += f"\n{len(failed)} failed cell(s):\n" + "\n".join(
-            f"- {r.dataset}/{r.category} {r.method} seed={r.seed}: {r.error}" for r in failed.itertuples())
     if args.output:
         args.output.write_text(text)
     else:

@@ -24,9 +24,13 @@ from fsad_bench.store import STORE_NAME, ResultStore
 
 METHOD_ORDER = ["kdad", "dsvdd", "deepsad", "flos", "minns", "devnet"]
 METHOD_DISPLAY = {"kdad": "KDAD", "dsvdd": "DSVDD", "deepsad": "DeepSAD", "flos": "FLOS",
-                  "minns": "MINNS", "devnet": "DevNet"}
+                  "minns": "MINNS", "devnet": "DevNet", "devnet_rep": "Rep", "devnet_ds": "DS",
+                  "devnet_patchds": "Patch-DS", "devnet_alexnet": "AlexNet+DS",
+                  "devnet_resnet50": "ResNet-50+DS"}
+ABLATION_ORDER = ["devnet_rep", "devnet_ds", "devnet_patchds", "devnet", "devnet_alexnet", "devnet_resnet50"]
 REFERENCE_METHOD = "devnet"
-METRICS = ("auc_roc", "auc_pr")
+#: image metrics are columns of the store; pixel metrics live in its metrics JSON (q3)
+METRICS = ("auc_roc", "auc_pr", "pixel_auc_per_image", "pixel_auc_pooled")
 
 
 @dataclass
@@ -53,7 +57,15 @@ def load_long(folder: str | Path, metric: str = "auc_roc") -> tuple[pd.DataFrame
         raise UserError(f"no results store at {path}; run 'fsad-bench run --out {folder}' first")
     with ResultStore(folder) as store:
         df = store.dataframe()
-    ok = df[df.status == "ok"].rename(columns={metric: "value"})
+    ok = df[df.status == "ok"].copy()
+    if metric in ok.columns:
+        ok["value"] = ok[metric]
+    else:
+        ok["value"] = ok.metrics.map(lambda m: m.get(metric))
+        if ok.value.isna().all() and len(ok):
+            raise UserError(f"no cell in {folder} has the metric {metric!r} (pixel metrics come from "
+                            "the q3 protocol)")
+        ok = ok[ok.value.notna()]
     return ok, df[df.status != "ok"]
 
 
@@ -75,6 +87,8 @@ def load_long_csv(path: str | Path, metric: str = "auc_roc") -> pd.DataFrame:
 
 
 def _order_methods(methods: list[str]) -> list[str]:
+    if set(methods) - {REFERENCE_METHOD} <= set(ABLATION_ORDER) and len(methods) > 1:
+        return [m for m in ABLATION_ORDER if m in methods]
     known = [m for m in METHOD_ORDER if m in methods and m != REFERENCE_METHOD]
     others = sorted(m for m in methods if m not in METHOD_ORDER)
     return known + others + ([REFERENCE_METHOD] if REFERENCE_METHOD in methods else [])
@@ -93,8 +107,53 @@ def _display(dataset: str) -> str:
     return DATASETS[dataset].display if dataset in DATASETS else dataset
 
 
-def build_table(df: pd.DataFrame) -> Table:
-    """The Table-2 layout from long-form results (columns dataset, category, method, seed, value)."""
+def open_set_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 3's rows: each tier-1 dataset (an MVTec AD category or a dataset) with its known classes
+    (tier-2 sets) as rows; the tier-1 row is their mean, and p-values pair the tier-2 sets."""
+    out = df.copy()
+    tier1 = np.where(out.dataset.isin([d for d, i in DATASETS.items() if i.multi_category]),
+                     out.category.str.title(), out.dataset.map(_display))
+    out["dataset"] = tier1
+    out["category"] = out.setting.map(lambda s: s.get("known_class", "?"))
+    return out
+
+
+def curve_frame(df: pd.DataFrame, x: str) -> pd.DataFrame:
+    """Per (dataset, method, x, seed): the AUC averaged over the dataset's categories."""
+    out = df.copy()
+    out["x"] = out.setting.map(lambda s: s.get(x))
+    out["dataset"] = out.dataset.map(_display)
+    return out.groupby(["dataset", "method", "x", "seed"], as_index=False).value.mean()
+
+
+CURVE_X = {"q5": "n_anomaly", "q6": "contamination", "ksweep": "topk_ratio"}
+
+
+def curve_text(frame: pd.DataFrame, x: str, fmt: str) -> str:
+    """Rows dataset x setting value, one column per method: mean ± std over seeds."""
+    methods = _order_methods(sorted(frame.method.unique()))
+    body = []
+    for (dataset, xv), g in frame.groupby(["dataset", "x"]):
+        row = [dataset, f"{xv:g}"]
+        for m in methods:
+            v = g[g.method == m].value
+            row.append(f"{v.mean():.3f} ± {v.std(ddof=0):.3f}" if len(v) else "-")
+        body.append(row)
+    headers = ["Data", x] + [METHOD_DISPLAY.get(m, m) for m in methods]
+    if fmt == "csv":
+        recs = [{"dataset": d, x: xv, "method": m, "mean": g.value.mean(), "std": g.value.std(ddof=0)}
+                for (d, xv, m), g in frame.groupby(["dataset", "x", "method"])]
+        return pd.DataFrame(recs).to_csv(index=False)
+    if fmt == "latex":
+        return _latex(headers, body, [], f"AUC-ROC w.r.t. {x} (mean ± std over seeds)")
+    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True) + "\n"
+
+
+def build_table(df: pd.DataFrame, multi: bool = False) -> Table:
+    """The Table-2 layout from long-form results (columns dataset, category, method, seed, value).
+
+    ``multi=True`` treats every dataset as multi-category (its categories are rows, then its mean).
+    """
     if df.empty:
         raise UserError("no finished cells to report")
     methods = _order_methods(sorted(df.method.unique()))
@@ -105,7 +164,7 @@ def build_table(df: pd.DataFrame) -> Table:
     for dataset in _order_datasets(sorted(df.dataset.unique())):
         d = df[df.dataset == dataset]
         cats = sorted(d.category.unique(), key=_cat_key)
-        multi = (DATASETS[dataset].multi_category if dataset in DATASETS else False) or len(cats) > 1
+        many = multi or (DATASETS[dataset].multi_category if dataset in DATASETS else False) or len(cats) > 1
         for cat in cats:
             c = d[d.category == cat]
             cells = {}
@@ -114,8 +173,8 @@ def build_table(df: pd.DataFrame) -> Table:
                 if len(v):
                     cells[m] = (float(v.mean()), float(v.std()))
                     per23[(f"{dataset}/{cat}", m)] = cells[m][0]
-            rows.append(Row(cat.title() if multi else _display(dataset), cells))
-        if multi:
+            rows.append(Row(cat.title() if many else _display(dataset), cells))
+        if many:
             cells = {}
             for m in methods:
                 dm = d[d.method == m]
@@ -205,7 +264,7 @@ def _latex(headers: list[str], body: list[list[str]], notes: list[str], caption:
               "\\begin{tabular}{l" + "c" * (len(headers) - 1) + "}", "\\toprule",
               " & ".join(esc(h) for h in headers) + " \\\\", "\\midrule"]
     for row in body:
-        cells = [row[0] if row[0].startswith("\\textbf") else esc(row[0])] + row[1:]
+        cells = [row[0] if row[0].startswith("\\textbf") else esc(row[0])] + [esc(c) for c in row[1:]]
         if row[0].startswith("p-value") and lines[-1] != "\\midrule":
             lines.append("\\midrule")
         lines.append(" & ".join(cells) + " \\\\")
@@ -231,3 +290,32 @@ def run_header(df: pd.DataFrame) -> list[str]:
             lines.append(f"budget {budget} is CPU-sized (smaller images, backbones and step counts; random "
                          "init unless ImageNet weights are named): NOT comparable with the paper's numbers")
     return lines
+
+
+def protocol_report(df: pd.DataFrame, protocol: str, fmt: str, metric: str, header: list[str],
+                    fig_dir: Path | None = None) -> str:
+    """The table (and figures) of one protocol in its paper layout (the spec's ``report`` key)."""
+    from fsad_bench.protocol import load_protocol, packaged_protocols
+
+    if df.empty:
+        raise UserError("no finished cells to report")
+    spec = load_protocol(protocol) if protocol in packaged_protocols() else None
+    layout = spec.report if spec else ("table2" if protocol in ("", "table2") else protocol)
+    title = spec.title if spec else ""
+    lines = [f"{title}".strip()] if title and fmt == "markdown" else []
+    caption = f"{metric.replace('_', '-').upper()} (mean ± std over seeds)"
+    if layout == "curve":
+        x = CURVE_X[protocol]
+        frame = curve_frame(df, x)
+        text = curve_text(frame, x, fmt)
+        if fig_dir is not None:
+            from fsad_bench.figures import curve_figure
+            paths = curve_figure(frame, x, title, fig_dir, protocol)
+            header = header + [f"figure: {', '.join(str(p) for p in paths)}"]
+        notes = "\n".join(f"> {n}" for n in header) if fmt == "markdown" else ""
+        return "\n".join(lines + ([notes, ""] if notes else []) + [text])
+    table = build_table(open_set_frame(df), multi=True) if layout == "table3" else build_table(df)
+    if layout == "table3":
+        table.notes.append("rows: each known (seen) class; its dataset's row is their mean; p-values pair "
+                           "the known-class sets")
+    return "\n".join(lines + [render(table, fmt, header, caption)])

@@ -88,3 +88,40 @@ def test_report_from_csv_matches(tmp_path, capsys):
     bad = tmp_path / "bad.csv"
     bad.write_text("dataset,method\nx,y\n")
     assert main(["report", "--from-csv", str(bad)]) == 2
+
+
+def _cells_frame(settings: list[dict], datasets=("synthetic",),
+                 categories=("brick", "grass")) -> pd.DataFrame:
+    recs = []
+    for d in datasets:
+        for c in categories:
+            for m, base in (("devnet", 0.8), ("flos", 0.7)):
+                for seed in (0, 1):
+                    for i, s in enumerate(settings):
+                        recs.append(dict(dataset=d, category=c, method=m, seed=seed, setting=s,
+                                         value=base + 0.01 * i + 0.02 * seed, protocol="x"))
+    return pd.DataFrame(recs)
+
+
+def test_curve_report_and_figure(tmp_path):
+    from fsad_bench.report import protocol_report
+
+    df = _cells_frame([{"n_anomaly": n} for n in (5, 10, 20, 40)])
+    text = protocol_report(df, "q5", "markdown", "auc_roc", [], tmp_path / "fig")
+    # mean over categories per seed, then mean ± population std over seeds: 0.8 + 0.01 + 0.01 ± 0.01
+    row = [line for line in text.splitlines() if line.startswith("| SYNTHETIC") and "| 10 " in line]
+    assert len(row) == 1 and "0.820 ± 0.010" in row[0] and "0.720 ± 0.010" in row[0]
+    assert (tmp_path / "fig" / "q5.png").stat().st_size > 5000 and (tmp_path / "fig" / "q5.pdf").exists()
+    csv = protocol_report(df, "q5", "csv", "auc_roc", [], None)
+    assert csv.splitlines()[0] == "dataset,n_anomaly,method,mean,std" and len(csv.splitlines()) == 1 + 8
+
+
+def test_open_set_table_rows_are_known_classes():
+    from fsad_bench.report import build_table, open_set_frame
+
+    df = _cells_frame([{"known_class": k, "n_anomaly": 10} for k in ("color", "cut", "hole")],
+                      datasets=("mvtec",), categories=("carpet",))
+    table = build_table(open_set_frame(df), multi=True)
+    labels = [r.label for r in table.rows]
+    assert labels == ["Color", "Cut", "Hole", "Carpet"]
+    assert table.pvalue_rows[-1][0] == "p-value (3)"
