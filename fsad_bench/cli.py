@@ -103,7 +103,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from fsad_bench.report import load_long, load_long_csv, protocol_report, run_header
+    from fsad_bench.report import load_long, load_long_csv, protocol_layout, protocol_report, run_header
 
     if args.from_csv:
         df = load_long_csv(args.from_csv, args.metric)
@@ -112,9 +112,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         df, not_ok = load_long(args.folder, args.metric)
         parts = []
         for protocol in sorted(df.protocol.unique()):
-            sub = df[df.protocol == protocol]
-            parts.append(protocol_report(sub, protocol, args.format, args.metric, run_header(sub),
-                                         args.folder / "figures"))
+            metrics = [args.metric]
+            if protocol_layout(protocol) == "table4" and args.metric == "auc_roc":
+                metrics = ["pixel_auc_per_image", "pixel_auc_pooled"]  # Table 4 is about localisation
+            for metric in metrics:
+                sub = load_long(args.folder, metric)[0] if metric != args.metric else df
+                sub = sub[sub.protocol == protocol]
+                parts.append(protocol_report(sub, protocol, args.format, metric, run_header(sub),
+                                             args.folder / "figures"))
         text = "\n".join(parts)
         if len(not_ok) and args.format == "markdown":
             for status, title in (("failed", "failed"), ("skipped", "not applicable")):
@@ -144,7 +149,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("detectors:")
     for name, cls in detectors.items():
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-        print(f"  {name:10s} {cls.__module__}:{cls.__name__}  {doc}")
+        print(f"  {name:16s} {cls.__module__}:{cls.__name__}  {doc}")
     for w in caught:
         print(f"  WARNING: {w.message}")
     print("protocols:")

@@ -292,6 +292,13 @@ def run_header(df: pd.DataFrame) -> list[str]:
     return lines
 
 
+def protocol_layout(protocol: str) -> str:
+    """The report layout a packaged protocol declares; Table 2's for anything else."""
+    from fsad_bench.protocol import load_protocol, packaged_protocols
+
+    return load_protocol(protocol).report if protocol in packaged_protocols() else "table2"
+
+
 def protocol_report(df: pd.DataFrame, protocol: str, fmt: str, metric: str, header: list[str],
                     fig_dir: Path | None = None) -> str:
     """The table (and figures) of one protocol in its paper layout (the spec's ``report`` key)."""
@@ -300,10 +307,14 @@ def protocol_report(df: pd.DataFrame, protocol: str, fmt: str, metric: str, head
     if df.empty:
         raise UserError("no finished cells to report")
     spec = load_protocol(protocol) if protocol in packaged_protocols() else None
-    layout = spec.report if spec else ("table2" if protocol in ("", "table2") else protocol)
+    layout = protocol_layout(protocol)
     title = spec.title if spec else ""
     lines = [f"{title}".strip()] if title and fmt == "markdown" else []
     caption = f"{metric.replace('_', '-').upper()} (mean ± std over seeds)"
+    if metric.startswith("pixel"):
+        header = header + [f"metric {metric}: " + ("the authors' mean of per-image pixel AUCs over test "
+                                                   "anomalies" if metric.endswith("per_image") else
+                                                   "pooled pixel AUROC over all test images (anomalib)")]
     if layout == "curve":
         x = CURVE_X[protocol]
         frame = curve_frame(df, x)
