@@ -218,9 +218,10 @@ def _best(row: Row) -> set[str]:
     return {m for m, v in row.cells.items() if round(v[0], 3) == top}
 
 
-def render(table: Table, fmt: str, header_lines: list[str] | None = None, caption: str = "") -> str:
+def render(table: Table, fmt: str, header_lines: list[str] | None = None, caption: str = "",
+           display: dict[str, str] | None = None) -> str:
     header_lines = header_lines or []
-    names = [METHOD_DISPLAY.get(m, m) for m in table.methods]
+    names = [{**METHOD_DISPLAY, **(display or {})}.get(m, m) for m in table.methods]
     if fmt == "csv":
         out = io.StringIO()
         recs = [{"row": r.label, "average_row": r.is_average, "method": m, "mean": v[0], "std": v[1]}
@@ -329,4 +330,5 @@ def protocol_report(df: pd.DataFrame, protocol: str, fmt: str, metric: str, head
     if layout == "table3":
         table.notes.append("rows: each known (seen) class; its dataset's row is their mean; p-values pair "
                            "the known-class sets")
-    return "\n".join(lines + [render(table, fmt, header, caption)])
+    display = {"devnet": "MIL-DS (DevNet)"} if layout == "table5" else None
+    return "\n".join(lines + [render(table, fmt, header, caption, display)])

@@ -94,3 +94,18 @@ def test_list_shows_detectors_protocols_datasets(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "devnet" in out and "q1" in out and "mvtec" in out and "missing" in out
+
+
+def test_all_six_methods_end_to_end_on_smoke(tmp_path, capsys):
+    out = tmp_path / "all"
+    assert main(["run", "--protocol", "q1", "--methods", "all", "--budget", "smoke", "--seeds", "0",
+                 "--out", str(out), "--no-progress"]) == 0
+    with ResultStore(out) as store:
+        df = store.dataframe()
+    assert set(df.method) == {"kdad", "dsvdd", "deepsad", "flos", "minns", "devnet"}
+    assert len(df) == 18 and (df.status == "ok").all() and df.auc_roc.between(0, 1).all()
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    header = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| Data")][0]
+    assert [c.strip() for c in header.strip("|").split("|")] == [
+        "Data", "KDAD", "DSVDD", "DeepSAD", "FLOS", "MINNS", "DevNet"]
