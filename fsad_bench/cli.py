@@ -120,6 +120,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                 sub = sub[sub.protocol == protocol]
                 parts.append(protocol_report(sub, protocol, args.format, metric, run_header(sub),
                                              args.folder / "figures"))
+            if protocol_layout(protocol) == "table4":
+                parts.append(localisation_figures(args.folder, protocol))
         text = "\n".join(parts)
         if len(not_ok) and args.format == "markdown":
             for status, title in (("failed", "failed"), ("skipped", "not applicable")):
@@ -135,6 +137,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def localisation_figures(folder: Path, protocol: str) -> str:
+    """Figs. 4 and 5 of a localisation run; returns the lines naming the files."""
+    from fsad_bench.figures import heatmap_panels, localisation_f1_curve
+    from fsad_bench.store import ResultStore
+
+    with ResultStore(folder) as store:
+        df = store.dataframe(with_blobs=True)
+    df = df[(df.protocol == protocol) & (df.status == "ok")]
+    paths = localisation_f1_curve(df, folder / "figures") + heatmap_panels(df, folder / "figures")
+    return "figures: " + ", ".join(str(p) for p in paths) + "\n"
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import textwrap
 from pathlib import Path
 
@@ -9,7 +11,10 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: reports run on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+from sklearn.metrics import f1_score  # noqa: E402
 
 from fsad_bench.report import METHOD_DISPLAY, _order_methods  # noqa: E402
 
@@ -43,6 +48,81 @@ def curve_figure(frame: pd.DataFrame, x: str, title: str, out_dir: Path, stem: s
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
     fig.suptitle(textwrap.fill(title, int(width * 9)), fontsize=11)
     fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    return _save(fig, out_dir, stem)
+
+
+def _decode_png(b64: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
+
+
+def localisation_f1_curve(df: pd.DataFrame, out_dir: Path, stem: str = "q3_auc_vs_f1",
+                          n_thresholds: int = 50) -> list[Path]:
+    """Fig. 4: pixel AUC of the *detected* true anomalies vs image-level F1, over cut-off thresholds.
+
+    Thresholds are quantiles (0 .. 0.98) of each cell's test scores, so curves of cells can be
+    averaged point by point (over categories and seeds). Needs the store's blobs (scores, labels) and
+    the per-anomaly pixel AUCs of q3.
+    """
+    quantiles = np.linspace(0.0, 0.98, n_thresholds)
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    for m in _order_methods(sorted(df.method.unique())):
+        f1s, aucs = [], []
+        for r in df[df.method == m].itertuples():
+            scores, labels = np.asarray(r.scores["scores"]), np.asarray(r.scores["labels"])
+            each = np.array([np.nan if v is None else v for v in r.metrics["pixel_auc_each"]], float)
+            anomaly_scores = scores[labels == 1]
+            f1_row, auc_row = [], []
+            for t in np.quantile(scores, quantiles):
+                pred = scores >= t
+                f1_row.append(f1_score(labels, pred, zero_division=0))
+                hit = each[(anomaly_scores >= t) & ~np.isnan(each)]
+                auc_row.append(hit.mean() if hit.size else np.nan)
+            f1s.append(f1_row)
+            aucs.append(auc_row)
+        ax.plot(np.nanmean(f1s, 0), np.nanmean(aucs, 0), marker=".", label=METHOD_DISPLAY.get(m, m))
+    ax.set_xlabel("image-level F1 (detection)")
+    ax.set_ylabel("pixel AUC-ROC of detected anomalies")
+    ax.set_title("AUC-ROC vs F1 in anomaly localisation", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return _save(fig, out_dir, stem)
+
+
+def heatmap_panels(df: pd.DataFrame, out_dir: Path, stem: str = "q3_heatmaps") -> list[Path]:
+    """Fig. 5: for each category, one example per defect class: image / ground truth / heat map per
+    method (the first seed's cell of each method)."""
+    first = df.sort_values("seed").drop_duplicates(["dataset", "category", "method"])
+    methods = _order_methods(sorted(first.method.unique()))
+    columns = []  # (category, class, {method: example})
+    for (_, category), g in first.groupby(["dataset", "category"], sort=True):
+        per_method = {r.method: {e["class"]: e for e in r.scores.get("examples", [])} for r in g.itertuples()}
+        classes = sorted({c for ex in per_method.values() for c in ex})
+        columns += [(category, c, {m: per_method.get(m, {}).get(c) for m in methods}) for c in classes]
+    if not columns:
+        return []
+    rows = 2 + len(methods)
+    fig, axes = plt.subplots(rows, len(columns), figsize=(1.3 * len(columns) + 1.2, 1.3 * rows),
+                             squeeze=False)
+    for j, (category, cls, ex) in enumerate(columns):
+        some = next(e for e in ex.values() if e)
+        axes[0, j].imshow(_decode_png(some["image"]))
+        axes[1, j].imshow(_decode_png(some["mask"]), cmap="gray")
+        axes[0, j].set_title(f"{category}\n{cls}", fontsize=7)
+        for i, m in enumerate(methods):
+            if ex[m]:
+                axes[2 + i, j].imshow(_decode_png(ex[m]["image"]))
+                axes[2 + i, j].imshow(_decode_png(ex[m]["map"]), cmap="jet", alpha=0.5, vmin=0, vmax=255)
+    for i, label in enumerate(["image", "ground truth"] + [METHOD_DISPLAY.get(m, m) for m in methods]):
+        axes[i, 0].set_ylabel(label, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return _save(fig, out_dir, stem)
+
+
+def _save(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
     for p in paths:

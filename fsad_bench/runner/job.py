@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import io
 import json
 import resource
 import sys
@@ -15,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from fsad_bench import __version__
 from fsad_bench.data.cache import load_category
@@ -68,16 +71,31 @@ def _peak_mem_mb(device: str) -> float:
     return rss / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+def _png_b64(array: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
 def _pixel_metrics(detector: Any, images: np.ndarray, masks: np.ndarray, test_idx: np.ndarray,
-                   test_labels: np.ndarray) -> dict[str, Any]:
-    """Localisation metrics from ``explain`` maps of every test image (see metrics.pixel_metrics)."""
+                   test_labels: np.ndarray, classes: list[str]) -> tuple[dict[str, Any], list[dict]]:
+    """Localisation metrics from ``explain`` maps of every test image (see metrics.pixel_metrics),
+    and one example per defect class (image, mask, map as PNG) for the heat-map panels (Fig. 5)."""
     if not masks[test_idx[test_labels == 1]].any():
         raise SkipCell("no pixel masks for the test anomalies of this category")
     maps = detector.explain(images[test_idx])
     if maps is None:
         raise UserError(f"method {type(detector).__name__} has no explain(): it cannot run a localisation "
                         "protocol; choose methods that implement explain")
-    return pixel_metrics(np.asarray(maps, dtype=np.float64), masks[test_idx], test_labels)
+    maps = np.asarray(maps, dtype=np.float64)
+    examples, seen = [], set()
+    for pos, i in enumerate(test_idx):
+        if test_labels[pos] == 1 and classes[i] not in seen and masks[i].any():
+            seen.add(classes[i])
+            examples.append({"class": classes[i], "image": _png_b64(images[i]),
+                             "mask": _png_b64(masks[i] * 255),
+                             "map": _png_b64((np.clip(maps[pos], 0, 1) * 255).astype(np.uint8))})
+    return pixel_metrics(maps, masks[test_idx], test_labels), examples
 
 
 def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> CellResult:
@@ -110,12 +128,15 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> Cel
                                f"(expected {len(split.test_idx)} finite)")
         metrics = image_metrics(split.test_labels, scores)
         if cell.pixel_metrics:
-            metrics.update(_pixel_metrics(detector, data.images, data.masks, split.test_idx,
-                                          split.test_labels))
+            pixel, examples = _pixel_metrics(detector, data.images, data.masks, split.test_idx,
+                                             split.test_labels, index.cls)
+            metrics.update(pixel)
         result.auc_roc, result.auc_pr = metrics["auc_roc"], metrics["auc_pr"]
         result.metrics = metrics
         result.manifest, result.manifest_hash = split.manifest, split.manifest_hash
         result.scores = {"scores": scores.round(6).tolist(), "labels": split.test_labels.tolist()}
+        if cell.pixel_metrics:
+            result.scores["examples"] = examples
         result.info = detector.info
         result.status = "ok"
     except SkipCell as exc:
