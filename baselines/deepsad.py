@@ -122,9 +122,6 @@ class DeepSAD(Detector):
     name = "deepsad"
     Config = DeepSADConfig
 
-    @classmethod
-    def required_weights(cls, config: DeepSADConfig) -> list[str]:
-        return [config.backbone] if config.weights == "imagenet" else []
 
     def fit(self, train: TrainSet) -> DeepSAD:
         c = self.config

@@ -142,9 +142,6 @@ class MINNS(Detector):
     name = "minns"
     Config = MINNSConfig
 
-    @classmethod
-    def required_weights(cls, config: MINNSConfig) -> list[str]:
-        return [config.backbone] if config.weights == "imagenet" else []
 
     def _check_config(self) -> None:
         c = self.config

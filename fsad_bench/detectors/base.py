@@ -89,7 +89,12 @@ class Detector(ABC):
 
     @classmethod
     def required_weights(cls, config: Any) -> list[str]:
-        """Names of pretrained weights the detector will load (checked once before a grid runs)."""
+        """Backbones whose ImageNet weights the detector will load (checked once before a grid runs).
+
+        Default: ``[config.backbone]`` when the config has ``weights == "imagenet"`` and a ``backbone``.
+        """
+        if getattr(config, "weights", None) == "imagenet" and getattr(config, "backbone", None):
+            return [config.backbone]
         return []
 
     @abstractmethod

@@ -215,9 +215,6 @@ class DevNet(Detector):
     name = "devnet"
     Config = DevNetConfig
 
-    @classmethod
-    def required_weights(cls, config: DevNetConfig) -> list[str]:
-        return [config.backbone] if config.weights == "imagenet" else []
 
     def build_network(self) -> nn.Module:
         c = self.config
