@@ -13,10 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("pooch")
-
-from test_converters import counts, data_cli, raw_sdd  # noqa: E402
+from test_converters import counts, data_cli, raw_sdd
 
 from fsad_bench.data import download as dl  # noqa: E402
 from fsad_bench.data.download import ManualDownload, Source, fetch, safe_extract  # noqa: E402

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from fsad_bench.protocol import load_protocol
 from fsad_bench.runner.generator import GridRequest, build_cells
 from fsad_bench.runner.runner import run_grid
@@ -71,7 +69,6 @@ def test_joblib_workers_give_the_same_results(data_root, tmp_path):
     cells = _cells(data_root, ["toy_detectors:Brightness"])
     with ResultStore(tmp_path / "a") as a, ResultStore(tmp_path / "b") as b:
         run_grid(cells, a, jobs=1, progress=False)
-        pytest.importorskip("joblib")
         run_grid(cells, b, jobs=2, progress=False)
         ra = a.dataframe().set_index("key").auc_roc.sort_index()
         rb = b.dataframe().set_index("key").auc_roc.sort_index()
