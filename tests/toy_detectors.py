@@ -35,3 +35,24 @@ class AlwaysFails(Detector):
 
     def score(self, images: np.ndarray) -> np.ndarray:  # pragma: no cover
         raise AssertionError("never reached")
+
+
+@dataclass
+class SlowConfig:
+    seconds: float = 0.6
+
+
+class Slow(Brightness):
+    """Brightness that takes its time, so a test can kill a grid in mid-run."""
+
+    Config = SlowConfig
+
+    def fit(self, train: TrainSet) -> Slow:
+        import time
+
+        time.sleep(self.config.seconds)
+        self.info = {}
+        return self
+
+    def score(self, images: np.ndarray) -> np.ndarray:
+        return images.reshape(len(images), -1).mean(1)
