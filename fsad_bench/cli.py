@@ -53,8 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("folder", nargs="?", type=Path)
     rep.add_argument("--from-csv", type=Path, default=None,
                      help="long-form CSV with columns dataset,category,method,seed,auc_roc")
-    rep.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
+    rep.add_argument("--format", choices=["markdown", "latex", "csv", "html"], default="markdown",
+                     help="html: one self-contained file (default DIR/report.html) with tables and figures")
     rep.add_argument("--metric", choices=["auc_roc", "auc_pr"], default="auc_roc")
+    rep.add_argument("--compare-paper", action="store_true",
+                     help="put each of our cells beside the paper's published number (results/paper/)")
     rep.add_argument("--output", "-o", type=Path, default=None, help="write to a file instead of stdout")
 
     ls = sub.add_parser("list", help="detectors, protocols and datasets")
@@ -103,52 +106,29 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from fsad_bench.report import load_long, load_long_csv, protocol_layout, protocol_report, run_header
+    from fsad_bench.report import load_long_csv, protocol_report
+    from fsad_bench.report_doc import comparison_part, folder_report
 
     if args.from_csv:
+        if args.format == "html":
+            raise UserError("--format html needs a results folder (it embeds run settings and figures)")
         df = load_long_csv(args.from_csv, args.metric)
         text = protocol_report(df, "table2", args.format, args.metric, [f"source: {args.from_csv}"])
+        if args.compare_paper:  # a long-form CSV is read as Table 2 (Q1) results
+            text += "\n" + comparison_part(df.assign(setting=[{}] * len(df)), "q1", args.format).body
     elif args.folder:
-        df, not_ok = load_long(args.folder, args.metric)
-        parts = []
-        for protocol in sorted(df.protocol.unique()):
-            metrics = [args.metric]
-            if protocol_layout(protocol) == "table4" and args.metric == "auc_roc":
-                metrics = ["pixel_auc_per_image", "pixel_auc_pooled"]  # Table 4 is about localisation
-            for metric in metrics:
-                sub = load_long(args.folder, metric)[0] if metric != args.metric else df
-                sub = sub[sub.protocol == protocol]
-                parts.append(protocol_report(sub, protocol, args.format, metric, run_header(sub),
-                                             args.folder / "figures"))
-            if protocol_layout(protocol) == "table4":
-                parts.append(localisation_figures(args.folder, protocol))
-        text = "\n".join(parts)
-        if len(not_ok) and args.format == "markdown":
-            for status, title in (("failed", "failed"), ("skipped", "not applicable")):
-                rows = not_ok[not_ok.status == status]
-                if len(rows):
-                    text += f"\n{len(rows)} {title} cell(s):\n" + "\n".join(
-                        f"- {r.dataset}/{r.category} {r.method} seed={r.seed} {r.setting}: {r.error}"
-                        for r in rows.itertuples()) + "\n"
+        text = folder_report(args.folder, args.format, args.metric, args.compare_paper)
     else:
         raise UserError("report needs a results folder or --from-csv FILE")
-    if args.output:
-        args.output.write_text(text)
+    output = args.output
+    if output is None and args.format == "html":
+        output = args.folder / "report.html"
+    if output:
+        output.write_text(text)
+        print(f"report written to {output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return 0
-
-
-def localisation_figures(folder: Path, protocol: str) -> str:
-    """Figs. 4 and 5 of a localisation run; returns the lines naming the files."""
-    from fsad_bench.figures import heatmap_panels, localisation_f1_curve
-    from fsad_bench.store import ResultStore
-
-    with ResultStore(folder) as store:
-        df = store.dataframe(with_blobs=True)
-    df = df[(df.protocol == protocol) & (df.status == "ok")]
-    paths = localisation_f1_curve(df, folder / "figures") + heatmap_panels(df, folder / "figures")
-    return "figures: " + ", ".join(str(p) for p in paths) + "\n"
 
 
 def cmd_list(args: argparse.Namespace) -> int:

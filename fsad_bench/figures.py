@@ -17,6 +17,7 @@ from PIL import Image  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
 from fsad_bench.report import METHOD_DISPLAY, _order_methods  # noqa: E402
+from fsad_bench.stats import RankTest  # noqa: E402
 
 X_LABELS = {"n_anomaly": "number of labelled anomalies", "contamination": "contamination rate",
             "topk_ratio": "K (fraction of patches)"}
@@ -118,6 +119,23 @@ def heatmap_panels(df: pd.DataFrame, out_dir: Path, stem: str = "q3_heatmaps") -
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    fig.tight_layout()
+    return _save(fig, out_dir, stem)
+
+
+def cd_diagram(test: RankTest, out_dir: Path, stem: str, title: str, names: dict[str, str]) -> list[Path]:
+    """Critical-difference diagram (scikit-posthocs): average ranks on the axis, methods that the
+    Nemenyi test cannot tell apart joined by a bar."""
+    import scikit_posthocs as sp
+
+    ranks = {names.get(m, m): r for m, r in test.average_ranks.items()}
+    sig = test.posthoc.rename(index=lambda m: names.get(m, m), columns=lambda m: names.get(m, m))
+    fig, ax = plt.subplots(figsize=(6.5, 1.6 + 0.3 * len(ranks)))
+    # the CD value goes in the title: the library's own CD bar is drawn over the tick labels
+    sp.critical_difference_diagram(ranks, sig, ax=ax, alpha=test.alpha, label_props={"fontsize": 10})
+    ax.set_title(textwrap.fill(title, 70) + f"\naverage rank (1 = best); bars join methods the Nemenyi test "
+                 f"cannot separate;\ncritical difference {test.critical_difference:.2f} ranks at alpha "
+                 f"{test.alpha}", fontsize=9.5, pad=22)
     fig.tight_layout()
     return _save(fig, out_dir, stem)
 

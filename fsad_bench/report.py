@@ -9,7 +9,9 @@ All stds are population stds (ddof=0) over seeds: the seed spread, not the datas
 
 from __future__ import annotations
 
+import html
 import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from tabulate import tabulate
 
 from fsad_bench.data.registry import DATASETS, MVTEC_CATEGORIES
 from fsad_bench.errors import UserError
-from fsad_bench.stats import paired_wilcoxon
+from fsad_bench.stats import MIN_WILCOXON, friedman_nemenyi, holm, paired_wilcoxon
 from fsad_bench.store import STORE_NAME, ResultStore
 
 METHOD_ORDER = ["kdad", "dsvdd", "deepsad", "flos", "minns", "devnet"]
@@ -35,11 +37,19 @@ TEXTURES = {"carpet", "grid", "leather", "tile", "wood", "brick", "grass", "grav
 METRICS = ("auc_roc", "auc_pr", "pixel_auc_per_image", "pixel_auc_pooled")
 
 
+#: the two ways of counting datasets in the paper's tests: p-value (9) and p-value (23)
+LEVELS = {"per_dataset": "MVTec AD as one dataset (mean of its categories)",
+          "per_category": "each MVTec AD category as a dataset"}
+SEED_SPREAD_NOTE = ("± = seed spread: population std over seeds of a dataset's AUC (an average row: of its "
+                    "per-seed average); the spread over datasets is reported separately")
+
+
 @dataclass
 class Row:
     label: str
-    cells: dict[str, tuple[float, float]]  # method -> (mean, std)
+    cells: dict[str, tuple[float, float]]  # method -> (mean, std over seeds)
     is_average: bool = False
+    group: str = ""  # the dataset the row belongs to (Table 3's tier-1 set)
 
 
 @dataclass
@@ -48,6 +58,11 @@ class Table:
     rows: list[Row]
     pvalue_rows: list[tuple[str, dict[str, str]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: level (LEVELS) -> units x methods matrices of mean AUC and of its seed std, for the rank tests
+    unit_means: dict[str, pd.DataFrame] = field(default_factory=dict)
+    unit_seed_std: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: headers of a two-column first column (Table 3: tier-1 dataset, tier-2 known class)
+    group_headers: tuple[str, str] | None = None
 
 
 def load_long(folder: str | Path, metric: str = "auc_roc") -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -146,9 +161,8 @@ def curve_text(frame: pd.DataFrame, x: str, fmt: str) -> str:
         recs = [{"dataset": d, x: xv, "method": m, "mean": g.value.mean(), "std": g.value.std(ddof=0)}
                 for (d, xv, m), g in frame.groupby(["dataset", "x", "method"])]
         return pd.DataFrame(recs).to_csv(index=False)
-    if fmt == "latex":
-        return _latex(headers, body, [], f"AUC-ROC w.r.t. {x} (mean ± std over seeds)")
-    return tabulate(body, headers=headers, tablefmt="github", disable_numparse=True) + "\n"
+    return render_grid(headers, body, fmt, [SEED_SPREAD_NOTE] if fmt != "markdown" else [],
+                       f"AUC-ROC w.r.t. {x} (mean ± std over seeds)", f"tab:{x}")
 
 
 def build_table(df: pd.DataFrame, multi: bool = False) -> Table:
@@ -160,9 +174,10 @@ def build_table(df: pd.DataFrame, multi: bool = False) -> Table:
         raise UserError("no finished cells to report")
     methods = _order_methods(sorted(df.method.unique()))
     rows: list[Row] = []
-    # (unit, method) -> mean AUC; per9: multi-category datasets as one unit, per23: each category
-    per9: dict[tuple[str, str], float] = {}
-    per23: dict[tuple[str, str], float] = {}
+    # level -> {(unit, method): (mean AUC, seed std)}; per_dataset: a multi-category dataset is one
+    # unit (its category average), per_category: each category is a unit
+    units: dict[str, dict[tuple[str, str], tuple[float, float]]] = {"per_dataset": {}, "per_category": {}}
+    any_many = False
     for dataset in _order_datasets(sorted(df.dataset.unique())):
         d = df[df.dataset == dataset]
         cats = sorted(d.category.unique(), key=_cat_key)
@@ -174,9 +189,10 @@ def build_table(df: pd.DataFrame, multi: bool = False) -> Table:
                 v = c[c.method == m].value.to_numpy(float)
                 if len(v):
                     cells[m] = (float(v.mean()), float(v.std()))
-                    per23[(f"{dataset}/{cat}", m)] = cells[m][0]
-            rows.append(Row(cat.title() if many else _display(dataset), cells))
+                    units["per_category"][(f"{dataset}/{cat}", m)] = cells[m]
+            rows.append(Row(cat.title() if many else _display(dataset), cells, group=_display(dataset)))
         if many:
+            any_many = True
             cells = {}
             for m in methods:
                 dm = d[d.method == m]
@@ -185,32 +201,53 @@ def build_table(df: pd.DataFrame, multi: bool = False) -> Table:
                 cat_means = dm.groupby("category").value.mean()
                 per_seed = dm.groupby("seed").value.mean()
                 cells[m] = (float(cat_means.mean()), float(per_seed.std(ddof=0)))
-                per9[(dataset, m)] = cells[m][0]
-            rows.append(Row(_display(dataset), cells, is_average=True))
+                units["per_dataset"][(dataset, m)] = cells[m]
+            rows.append(Row(_display(dataset), cells, is_average=True, group=_display(dataset)))
         else:
             for m in methods:
-                if (f"{dataset}/{cats[0]}", m) in per23:
-                    per9[(dataset, m)] = per23[(f"{dataset}/{cats[0]}", m)]
+                if (f"{dataset}/{cats[0]}", m) in units["per_category"]:
+                    units["per_dataset"][(dataset, m)] = units["per_category"][(f"{dataset}/{cats[0]}", m)]
     table = Table(methods, rows)
-    if REFERENCE_METHOD in methods:
-        for units in (per9, per23):
-            label_n, ps = None, {}
-            for m in methods:
-                if m == REFERENCE_METHOD:
-                    ps[m] = "-"
-                    continue
-                keys = sorted({u for (u, mm) in units if mm == m} & {u for (u, mm) in units
-                                                                     if mm == REFERENCE_METHOD})
-                test = paired_wilcoxon(np.array([units[(u, REFERENCE_METHOD)] for u in keys]),
-                                       np.array([units[(u, m)] for u in keys]))
-                label_n = test.n if label_n is None else max(label_n, test.n)
-                ps[m] = f"{test.p_value:.4f}" if test.p_value is not None else f"n/a ({test.reason})"
-            if len(methods) > 1:
-                table.pvalue_rows.append((f"p-value ({label_n})", ps))
+    for level, values in units.items():
+        if values:
+            frame = pd.Series(values).apply(pd.Series)
+            table.unit_means[level] = frame[0].unstack().reindex(columns=methods)
+            table.unit_seed_std[level] = frame[1].unstack().reindex(columns=methods)
+    if not any_many:
+        table.unit_means.pop("per_category", None)  # no multi-category dataset: the levels coincide
+        table.unit_seed_std.pop("per_category", None)
+    if REFERENCE_METHOD in methods and len(methods) > 1:
+        for matrix in table.unit_means.values():
+            _add_pvalue_rows(table, matrix)
         table.notes.append("p-value: paired two-sided Wilcoxon signed-rank test of DevNet vs each method "
-                           "over per-dataset mean AUCs; (N) = number of datasets paired.")
-    table.notes.append("mean ± std over seeds (population std: the seed spread, not the dataset spread).")
+                           "over per-dataset mean AUCs (the paper's test); (N) = number of datasets paired; "
+                           "Holm p: the same p-values Holm-corrected for the family of comparisons in its "
+                           f"row; n/a below {MIN_WILCOXON} datasets, where no p-value can reach 0.05.")
+    table.notes.append(SEED_SPREAD_NOTE)
     return table
+
+
+def _add_pvalue_rows(table: Table, matrix: pd.DataFrame) -> None:
+    """'p-value (N)' (raw, as the paper) and 'Holm p (N)' rows of DevNet vs each other method."""
+    tests = {}
+    for m in table.methods:
+        if m != REFERENCE_METHOD:
+            pair = matrix[[REFERENCE_METHOD, m]].dropna()
+            tests[m] = paired_wilcoxon(pair[REFERENCE_METHOD].to_numpy(), pair[m].to_numpy())
+    n = max(t.n for t in tests.values())
+    reasons = sorted({t.reason for t in tests.values() if t.p_value is None})
+    if reasons:
+        table.notes.append(f"p-value ({n}) n/a: {'; '.join(reasons)}")
+
+    def fmt(p: float | None) -> str:
+        return f"{p:.4f}" if p is not None else "n/a"
+
+    table.pvalue_rows.append((f"p-value ({n})", {REFERENCE_METHOD: "-"} | {
+        m: fmt(t.p_value) for m, t in tests.items()}))
+    if any(t.p_value is not None for t in tests.values()):
+        adjusted = holm({m: t.p_value for m, t in tests.items()})
+        table.pvalue_rows.append((f"Holm p ({n})", {REFERENCE_METHOD: "-"} | {
+            m: fmt(adjusted[m]) for m in tests}))
 
 
 def _best(row: Row) -> set[str]:
@@ -221,7 +258,8 @@ def _best(row: Row) -> set[str]:
 
 
 def render(table: Table, fmt: str, header_lines: list[str] | None = None, caption: str = "",
-           display: dict[str, str] | None = None) -> str:
+           display: dict[str, str] | None = None, label: str = "") -> str:
+    """The table in ``fmt`` (markdown | latex | html | csv): mean ± seed std, best per row in bold."""
     header_lines = header_lines or []
     names = [{**METHOD_DISPLAY, **(display or {})}.get(m, m) for m in table.methods]
     if fmt == "csv":
@@ -232,47 +270,88 @@ def render(table: Table, fmt: str, header_lines: list[str] | None = None, captio
                  for label, ps in table.pvalue_rows for m, p in ps.items() if m != REFERENCE_METHOD]
         pd.DataFrame(recs).to_csv(out, index=False)
         return out.getvalue()
-    latex = fmt == "latex"
     body = []
+    previous_group = None
     for r in table.rows:
         best = _best(r)
-        line = [f"\\textbf{{{r.label}}}" if latex and r.is_average else (f"**{r.label}**" if r.is_average
-                                                                          else r.label)]
+        cells = []
         for m in table.methods:
             if m not in r.cells:
-                line.append("-")
+                cells.append("-")
                 continue
             mean, std = r.cells[m]
-            if latex:
-                txt = f"\\textbf{{{mean:.3f}}}" if m in best else f"{mean:.3f}"
-                line.append(f"{txt} $\\pm$ {std:.3f}")
-            else:
-                line.append((f"**{mean:.3f}**" if m in best else f"{mean:.3f}") + f" ± {std:.3f}")
-        body.append(line)
-    for label, ps in table.pvalue_rows:
-        body.append([label] + [ps.get(m, "-") for m in table.methods])
-    if latex:
-        return _latex(["Data"] + names, body, header_lines + table.notes, caption)
-    text = tabulate(body, headers=["Data"] + names, tablefmt="github", disable_numparse=True)
-    notes = "\n".join(f"> {n}" for n in header_lines + table.notes)
-    return (f"{notes}\n\n{text}\n" if notes else text + "\n")
+            cells.append((f"**{mean:.3f}**" if m in best else f"{mean:.3f}") + f" ± {std:.3f}")
+        if table.group_headers:
+            first = ["" if r.group == previous_group else r.group, "**Mean**" if r.is_average else r.label]
+            previous_group = r.group
+        else:
+            first = [f"**{r.label}**" if r.is_average else r.label]
+        body.append(first + cells)
+    pad = [""] if table.group_headers else []
+    for row_label, ps in table.pvalue_rows:
+        body.append([row_label] + pad + [ps.get(m, "-") for m in table.methods])
+    first_headers = list(table.group_headers) if table.group_headers else ["Data"]
+    return render_grid(first_headers + names, body, fmt, header_lines + table.notes, caption, label,
+                       rule_before=len(table.rows))
 
 
-def _latex(headers: list[str], body: list[list[str]], notes: list[str], caption: str) -> str:
-    def esc(s: str) -> str:
-        return s.replace("_", "\\_").replace("%", "\\%").replace("±", "$\\pm$")
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
 
-    lines = [f"% {esc(n)}" for n in notes]
-    lines += ["\\begin{table}[t]", "\\centering", f"\\caption{{{esc(caption)}}}" if caption else "",
-              "\\begin{tabular}{l" + "c" * (len(headers) - 1) + "}", "\\toprule",
-              " & ".join(esc(h) for h in headers) + " \\\\", "\\midrule"]
-    for row in body:
-        cells = [row[0] if row[0].startswith("\\textbf") else esc(row[0])] + [esc(c) for c in row[1:]]
-        if row[0].startswith("p-value") and lines[-1] != "\\midrule":
-            lines.append("\\midrule")
-        lines.append(" & ".join(cells) + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
-    return "\n".join(line for line in lines if line) + "\n"
+
+_LATEX_SPECIAL = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "#": "\\#", "_": "\\_", "{": "\\{",
+                  "}": "\\}", "$": "\\$", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}",
+                  "±": "$\\pm$", "≥": "$\\geq$", "≤": "$\\leq$", "→": "$\\rightarrow$"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def latex_cell(text: str) -> str:
+    """Escape a cell for LaTeX; **x** (our bold marker) becomes \\textbf{x}."""
+    parts = _BOLD.split(text)  # odd indices are the bold parts
+    return "".join(f"\\textbf{{{_latex_escape(p)}}}" if i % 2 else _latex_escape(p)
+                   for i, p in enumerate(parts))
+
+
+def html_cell(text: str) -> str:
+    parts = _BOLD.split(text)
+    return "".join(f"<b>{html.escape(p)}</b>" if i % 2 else html.escape(p) for i, p in enumerate(parts))
+
+
+def render_grid(headers: list[str], body: list[list[str]], fmt: str, notes: list[str] | None = None,
+                caption: str = "", label: str = "", rule_before: int | None = None) -> str:
+    """One table in markdown (GitHub), LaTeX (booktabs) or an HTML fragment. Cells mark bold as **x**;
+    ``rule_before`` = index of the first body row after a mid rule (the p-value rows)."""
+    notes = notes or []
+    if fmt == "latex":
+        lines = ["% needs \\usepackage{booktabs}"] + [f"% {n}" for n in notes]
+        lines += ["\\begin{table}[t]", "\\centering"]
+        if caption:
+            lines.append(f"\\caption{{{_latex_escape(caption)}}}")
+        if label:
+            lines.append(f"\\label{{{label}}}")
+        lines += ["\\begin{tabular}{l" + "c" * (len(headers) - 1) + "}", "\\toprule",
+                  " & ".join(latex_cell(h) for h in headers) + " \\\\", "\\midrule"]
+        for i, row in enumerate(body):
+            if i == rule_before and 0 < i:
+                lines.append("\\midrule")
+            lines.append(" & ".join(latex_cell(c) for c in row) + " \\\\")
+        lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+        return "\n".join(lines) + "\n"
+    if fmt == "html":
+        head = "".join(f"<th>{html_cell(h)}</th>" for h in headers)
+        rows = []
+        for i, row in enumerate(body):
+            cls = ' class="rule"' if i == rule_before and i > 0 else ""
+            rows.append(f"<tr{cls}>" + "".join(f"<td>{html_cell(c)}</td>" for c in row) + "</tr>")
+        cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+        notes_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
+        return (f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+                f"{notes_html}\n")
+    text = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+    quoted = "\n".join(f"> {n}" for n in notes)
+    return f"{quoted}\n\n{text}\n" if quoted else text + "\n"
 
 
 def run_header(df: pd.DataFrame) -> list[str]:
@@ -302,18 +381,36 @@ def protocol_layout(protocol: str) -> str:
     return load_protocol(protocol).report if protocol in packaged_protocols() else "table2"
 
 
+@dataclass
+class Part:
+    """One section of a report: a title, its body in the report's format, the figures it made."""
+
+    title: str
+    body: str
+    figures: list[Path] = field(default_factory=list)
+
+
 def protocol_report(df: pd.DataFrame, protocol: str, fmt: str, metric: str, header: list[str],
                     fig_dir: Path | None = None) -> str:
-    """The table (and figures) of one protocol in its paper layout (the spec's ``report`` key)."""
+    """The table (and figures) of one protocol in its paper layout, as one text."""
+    parts = protocol_parts(df, protocol, fmt, metric, header, fig_dir, statistics=False)
+    lines = [parts[0].title] if fmt == "markdown" and parts[0].title else []
+    return "\n".join(lines + [p.body for p in parts])
+
+
+def protocol_parts(df: pd.DataFrame, protocol: str, fmt: str, metric: str, header: list[str],
+                   fig_dir: Path | None = None, statistics: bool = True) -> list[Part]:
+    """One protocol in its paper layout (the spec's ``report`` key): the table, and for tables with
+    datasets as rows the statistics beyond the paper (ranks, Friedman, CD diagram, spreads)."""
     from fsad_bench.protocol import load_protocol, packaged_protocols
 
     if df.empty:
         raise UserError("no finished cells to report")
     spec = load_protocol(protocol) if protocol in packaged_protocols() else None
     layout = protocol_layout(protocol)
-    title = spec.title if spec else ""
-    lines = [f"{title}".strip()] if title and fmt == "markdown" else []
-    caption = f"{metric.replace('_', '-').upper()} (mean ± std over seeds)"
+    title = (spec.title if spec else protocol) + ("" if metric == "auc_roc" else f" - {metric}")
+    caption = f"{title}: {metric.replace('_', '-').upper()} (mean ± std over seeds)"
+    label = f"tab:{protocol}-{metric}".replace("_", "-")
     if metric.startswith("pixel"):
         header = header + [f"metric {metric}: " + ("the authors' mean of per-image pixel AUCs over test "
                                                    "anomalies" if metric.endswith("per_image") else
@@ -322,12 +419,12 @@ def protocol_report(df: pd.DataFrame, protocol: str, fmt: str, metric: str, head
         x = CURVE_X[protocol]
         frame = curve_frame(df, x)
         text = curve_text(frame, x, fmt)
+        paths = []
         if fig_dir is not None:
             from fsad_bench.figures import curve_figure
             paths = curve_figure(frame, x, title, fig_dir, protocol)
-            header = header + [f"figure: {', '.join(str(p) for p in paths)}"]
         notes = "\n".join(f"> {n}" for n in header) if fmt == "markdown" else ""
-        return "\n".join(lines + ([notes, ""] if notes else []) + [text])
+        return [Part(title, "\n".join(([notes, ""] if notes else []) + [text]), paths)]
     table = build_table(open_set_frame(df), multi=True) if layout == "table3" else build_table(df)
     if layout == "table4":  # the paper groups MVTec AD's categories into textures and objects
         for row in table.rows:
@@ -337,7 +434,62 @@ def protocol_report(df: pd.DataFrame, protocol: str, fmt: str, metric: str, head
             else:
                 row.label = f"{row.label} mean"
     if layout == "table3":
-        table.notes.append("rows: each known (seen) class; its dataset's row is their mean; p-values pair "
-                           "the known-class sets")
+        table.group_headers = ("Data (Tier-1)", "Data (Tier-2)")
+        table.notes.append("rows: each known (seen) class; its dataset's Mean row is their mean; p-values "
+                           "pair the known-class sets")
     display = {"devnet": "MIL-DS (DevNet)"} if layout == "table5" else None
-    return "\n".join(lines + [render(table, fmt, header, caption, display)])
+    parts = [Part(title, render(table, fmt, header, caption, display, label))]
+    if statistics and fmt != "csv":
+        parts.append(statistics_part(table, fmt, fig_dir, f"{protocol}_{metric}", title, display))
+    return parts
+
+
+def statistics_part(table: Table, fmt: str, fig_dir: Path | None, stem: str, title: str,
+                    display: dict[str, str] | None = None) -> Part:
+    """Beyond the paper: average ranks, the Friedman test with Nemenyi post-hoc (and its critical-
+    difference diagram), and the dataset spread kept apart from the seed spread."""
+    names = {**METHOD_DISPLAY, **(display or {})}
+    notes, figures, tests = [], [], {}
+    for level, matrix in table.unit_means.items():
+        test = friedman_nemenyi(matrix)
+        tests[level] = test
+        what = f"Friedman over {test.n_datasets} datasets ({LEVELS[level]}) x {len(test.methods)} methods"
+        if test.p_value is None:
+            notes.append(f"{what}: not computed ({test.reason})")
+            continue
+        notes.append(f"{what}: chi2 = {test.statistic:.2f}, p = {test.p_value:.4f}; Nemenyi critical "
+                     f"difference = {test.critical_difference:.2f} ranks at alpha {test.alpha}")
+        if fig_dir is not None:
+            from fsad_bench.figures import cd_diagram
+            figures += cd_diagram(test, fig_dir, f"{stem}_cd_{level}",
+                                  f"{title}: critical difference ({test.n_datasets} datasets)", names)
+    headers = ["Method"] + [f"avg rank ({t.n_datasets})" for t in tests.values()]
+    base = table.unit_means.get("per_dataset")
+    seed = table.unit_seed_std.get("per_dataset")
+    if base is not None:
+        headers += [f"mean AUC ({len(base)})", "dataset spread", "seed spread"]
+    body = []
+    for m in table.methods:
+        row = [names.get(m, m)]
+        row += [f"{t.average_ranks[m]:.2f}" if m in t.average_ranks else "-" for t in tests.values()]
+        if base is not None:
+            v, s = base[m].dropna(), seed[m].dropna()
+            row += [f"{v.mean():.3f}", f"{v.std(ddof=0):.3f}" if len(v) > 1 else "n/a (1 dataset)",
+                    f"{s.mean():.3f}"]
+        body.append(row)
+    notes += ["avg rank: mean over datasets of each method's rank by mean AUC (1 = best; ties share); "
+              "rank tests need every method on a dataset",
+              "dataset spread: population std over datasets of the per-dataset mean AUC (how much the "
+              "datasets differ); seed spread: mean over datasets of the std over seeds (run-to-run noise)"]
+    text = render_grid(headers, body, fmt, notes, f"{title}: ranks and spreads", f"tab:{stem}-ranks".replace(
+        "_", "-"))
+    for level, test in tests.items():
+        if test.posthoc is not None:
+            ph = test.posthoc
+            grid = [[names.get(a, a)] + [f"{ph.loc[a, b]:.4f}" for b in ph.columns] for a in ph.index]
+            text += "\n" + render_grid(["Nemenyi p"] + [names.get(b, b) for b in ph.columns], grid, fmt,
+                                       [], f"Nemenyi post-hoc p-values ({LEVELS[level]})",
+                                       f"tab:{stem}-nemenyi-{level}".replace("_", "-"))
+    if figures and fmt == "markdown":
+        text += "\n" + "\n".join(f"> figure: {p}" for p in figures) + "\n"
+    return Part(f"{title}: statistics beyond the paper", text, figures)
