@@ -126,3 +126,17 @@ def test_open_set_table_rows_are_known_classes():
     labels = [r.label for r in table.rows]
     assert labels == ["Color", "Cut", "Hole", "Carpet"]
     assert table.pvalue_rows[-1][0] == "p-value (3)"
+
+
+def test_open_set_latex_has_tier_columns_and_equal_cell_counts():
+    from fsad_bench.report import protocol_report
+
+    df = _cells_frame([{"known_class": k, "n_anomaly": 10} for k in ("color", "cut")],
+                      datasets=("mvtec",), categories=("carpet", "metal_nut"))
+    tex = protocol_report(df, "q2", "latex", "auc_roc", [])
+    assert "Data (Tier-1) & Data (Tier-2)" in tex and "\\label{tab:q2-auc-roc}" in tex
+    rows = [line for line in tex.splitlines() if line.endswith("\\\\")]
+    assert all(line.count("&") == 1 + 2 for line in rows)  # two name columns + DevNet and FLOS
+    assert "Carpet & Color" in tex and " & \\textbf{Mean} & " in tex
+    md = protocol_report(df, "q2", "markdown", "auc_roc", [])
+    assert "| Metal_Nut " in md and "| **Mean** " in md
