@@ -109,13 +109,13 @@ def heatmap_panels(df: pd.DataFrame, out_dir: Path, stem: str = "q3_heatmaps") -
         some = next(e for e in ex.values() if e)
         axes[0, j].imshow(_decode_png(some["image"]))
         axes[1, j].imshow(_decode_png(some["mask"]), cmap="gray")
-        axes[0, j].set_title(f"{category}\n{cls}", fontsize=7)
+        axes[0, j].set_title(f"{category}\n{cls}", fontsize=8)
         for i, m in enumerate(methods):
             if ex[m]:
                 axes[2 + i, j].imshow(_decode_png(ex[m]["image"]))
                 axes[2 + i, j].imshow(_decode_png(ex[m]["map"]), cmap="jet", alpha=0.5, vmin=0, vmax=255)
     for i, label in enumerate(["image", "ground truth"] + [METHOD_DISPLAY.get(m, m) for m in methods]):
-        axes[i, 0].set_ylabel(label, fontsize=8)
+        axes[i, 0].set_ylabel(label, fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
