@@ -1,28 +1,22 @@
-"""Execute a grid: skip finished cells, run the rest (in-process or joblib workers), store each
-result as soon as it arrives. The driver is the only writer of the store."""
+"""Execute a grid: skip finished cells, run the rest (in the driver, local worker processes or a dask
+cluster; see ``executors``), store each result as soon as it arrives. The driver is the only writer
+of the store, so a killed driver or worker loses only the cells that were running."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from fsad_bench.runner.job import Cell, run_cell
+from fsad_bench.runner.executors import ExecConfig, Execution, resolve_device
+from fsad_bench.runner.job import Cell
 from fsad_bench.store import CellResult, ResultStore
 
+if TYPE_CHECKING:
+    from fsad_bench.runner.manifest import RunManifest
 
-def resolve_device(device: str) -> list[str]:
-    """Devices to place cells on: 'auto' = every CUDA GPU, else the CPU."""
-    if device == "auto":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        return [f"cuda:{i}" for i in range(n)] or ["cpu"]
-    if device == "cuda":
-        return [f"cuda:{i}" for i in range(torch.cuda.device_count())] or ["cuda"]
-    return [d.strip() for d in device.split(",") if d.strip()]
+__all__ = ["RunSummary", "resolve_device", "run_grid"]
 
 
 @dataclass
@@ -32,40 +26,55 @@ class RunSummary:
     ok: int = 0
     failed: list[CellResult] = field(default_factory=list)
     not_applicable: list[CellResult] = field(default_factory=list)
+    not_run: int = 0          # cells left for the next run when the executor gave up
+    worker_deaths: int = 0    # cells whose worker process died under them (stored as failed)
+    stopped: str = ""         # why the run stopped before the end ("" = it did not)
 
 
-def _results(cells: list[Cell], devices: list[str], jobs: int) -> Iterator[CellResult]:
-    placed = [(c, devices[i % len(devices)]) for i, c in enumerate(cells)]
-    if jobs <= 1:
-        for cell, dev in placed:
-            yield run_cell(cell, dev)
-        return
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    yield from Parallel(n_jobs=jobs, return_as="generator_unordered")(
-        delayed(run_cell)(cell, dev, threads) for cell, dev in placed)
+def run_grid(cells: list[Cell], store: ResultStore, jobs: int | None = None, device: str = "auto",
+             progress: bool = True, execution: ExecConfig | Execution | None = None,
+             manifest: RunManifest | None = None) -> RunSummary:
+    """Run every cell whose key has no 'ok' row; failed rows are retried and overwritten.
 
-
-def run_grid(cells: list[Cell], store: ResultStore, jobs: int = 1, device: str = "auto",
-             progress: bool = True) -> RunSummary:
-    """Run every cell whose key has no 'ok' row; failed rows are retried and overwritten."""
+    ``execution`` (default: local, ``jobs`` workers on ``device``) says where cells run; pass a ready
+    :class:`Execution` to connect to a cluster before the store is opened. ``manifest``, if given, is
+    written before the first cell and again at the end.
+    """
+    executor = execution if isinstance(execution, Execution) else \
+        Execution(execution or ExecConfig(jobs=jobs, device=device))
     done = store.done_keys()
     todo = [c for c in cells if c.key not in done]
     summary = RunSummary(total=len(cells), skipped=len(cells) - len(todo))
+    if manifest is not None:
+        manifest.start(executor.info, summary)
     bar = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress, dynamic_ncols=True)
-    for result in _results(todo, resolve_device(device), jobs):
-        store.put(result)
-        if result.status == "ok":
-            summary.ok += 1
-            bar.set_postfix_str(f"{result.dataset}/{result.category} {result.method} "
-                                f"AUC={result.auc_roc:.3f}", refresh=False)
-        elif result.status == "skipped":
-            summary.not_applicable.append(result)
-            bar.write(f"not applicable: {result.dataset}/{result.category} {result.method} "
-                      f"{result.setting}: {result.error}")
-        else:
-            summary.failed.append(result)
-            bar.write(f"FAILED {result.dataset}/{result.category} {result.method} seed={result.seed}: "
-                      f"{result.error}")
-        bar.update(1)
-    bar.close()
+    stored, error = 0, ""
+    try:
+        for result in executor.results(todo):
+            store.put(result)
+            stored += 1
+            if result.status == "ok":
+                summary.ok += 1
+                bar.set_postfix_str(f"{result.dataset}/{result.category} {result.method} "
+                                    f"AUC={result.auc_roc:.3f}", refresh=False)
+            elif result.status == "skipped":
+                summary.not_applicable.append(result)
+                bar.write(f"not applicable: {result.dataset}/{result.category} {result.method} "
+                          f"{result.setting}: {result.error}")
+            else:
+                summary.failed.append(result)
+                bar.write(f"FAILED {result.dataset}/{result.category} {result.method} "
+                          f"seed={result.seed}: {result.error}")
+            bar.update(1)
+    except BaseException as exc:  # Ctrl-C, a store error, ...: the manifest says the run broke off
+        error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise
+    finally:
+        bar.close()
+        executor.close()
+        summary.not_run = len(todo) - stored
+        summary.worker_deaths = executor.worker_deaths
+        summary.stopped = executor.stopped
+        if manifest is not None:
+            manifest.finish(summary, error)
     return summary

@@ -1,0 +1,184 @@
+"""The run manifest: what one ``fsad-bench run`` was asked, resolved and ran on.
+
+Each invocation writes ``DIR/manifests/run-<UTC start>.json`` (never overwritten: a second run in
+the same second gets a suffix) and copies it to ``DIR/run_manifest.json`` (the latest run). It is
+written when the executor is ready (so a killed driver still leaves one, with ``status`` "running")
+and rewritten at the end with the summary counts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fsad_bench import __version__
+from fsad_bench.protocol import ProtocolSpec
+from fsad_bench.runner.job import Cell
+
+if TYPE_CHECKING:
+    from fsad_bench.runner.runner import RunSummary
+
+MANIFEST_DIR = "manifests"
+LATEST = "run_manifest.json"
+PACKAGES = ("fsad-bench", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas", "pillow",
+            "scikit-image", "joblib", "dask", "distributed", "dask-jobqueue")
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def package_versions() -> dict[str, str | None]:
+    """Python and the installed versions of the packages that can change a result (None = absent)."""
+    out: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    out["fsad-bench"] = __version__  # the imported code, even when an older copy is installed
+    return out
+
+
+def git_revision(package_dir: Path | None = None) -> dict[str, Any]:
+    """``{"commit", "dirty"}`` of the checkout holding this package, or commit "unknown" (installed
+    from a wheel, no git). Dirty = tracked files differ from HEAD (untracked results do not count)."""
+    pkg = (package_dir or Path(__file__).resolve().parents[1]).resolve()
+    unknown = {"commit": "unknown", "dirty": None}
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(pkg), *args], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
+    try:
+        top = Path(git("rev-parse", "--show-toplevel")).resolve()
+        if top / pkg.name != pkg:  # a site-packages copy that happens to live inside some other repo
+            return unknown
+        return {"commit": git("rev-parse", "HEAD"),
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return unknown
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _ram_gb() -> float | None:
+    try:
+        return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def hardware() -> dict[str, Any]:
+    """The driver's machine (cluster workers are listed under ``execution``)."""
+    import torch
+
+    gpus = []
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            gpus.append({"index": i, "name": props.name, "memory_gb": round(props.total_memory / 2**30, 1)})
+    return {"platform": platform.platform(), "machine": platform.machine(), "cpu": _cpu_model(),
+            "cpu_count": os.cpu_count(), "ram_gb": _ram_gb(), "gpus": gpus,
+            "cuda": torch.version.cuda, "hostname": socket.gethostname()}
+
+
+def method_configs(cells: list[Cell]) -> dict[str, list[dict[str, Any]]]:
+    """Per method, its distinct resolved (image size, hyper-parameters); more than one only where the
+    protocol sweeps a hyper-parameter (ksweep's topk_ratio)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for cell in cells:
+        conf = {"img_size": cell.img_size, "params": cell.params}
+        if conf not in out.setdefault(cell.method, []):
+            out[cell.method].append(conf)
+    return out
+
+
+class RunManifest:
+    """Collects the manifest of one invocation and writes it (see the module docstring)."""
+
+    def __init__(self, folder: str | Path, argv: list[str], spec: ProtocolSpec, cells: list[Cell],
+                 budget: str) -> None:
+        self.folder = Path(folder)
+        self.started = _now()
+        self.path: Path | None = None
+        self.data: dict[str, Any] = {
+            "argv": list(argv),
+            "status": "running",
+            "start_time": self.started.isoformat(timespec="seconds"),
+            "end_time": None,
+            "protocol": dataclasses.asdict(spec),
+            "budget": budget,
+            "methods": method_configs(cells),
+            "datasets": sorted({c.dataset for c in cells}),
+            "seeds": sorted({c.seed for c in cells}),
+            "n_cells": len(cells),
+            "versions": package_versions(),
+            "git": git_revision(),
+            "hardware": hardware(),
+            "hostname": socket.gethostname(),
+        }
+
+    def start(self, execution: dict[str, Any], summary: RunSummary) -> Path:
+        self.data["execution"] = execution
+        self.data["already_finished"] = summary.skipped
+        self.data["to_run"] = summary.total - summary.skipped
+        return self.write()
+
+    def finish(self, summary: RunSummary, error: str = "") -> Path:
+        self.data["end_time"] = _now().isoformat(timespec="seconds")
+        self.data["wall_s"] = round((_now() - self.started).total_seconds(), 1)
+        self.data["status"] = "error" if error else "stopped" if summary.stopped else "finished"
+        self.data["summary"] = {
+            "total": summary.total, "already_finished": summary.skipped, "ok": summary.ok,
+            "failed": len(summary.failed), "not_applicable": len(summary.not_applicable),
+            "not_run": summary.not_run, "worker_deaths": summary.worker_deaths,
+            "stopped": summary.stopped, "error": error,
+        }
+        return self.write()
+
+    def write(self) -> Path:
+        folder = self.folder / MANIFEST_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.data, indent=2, sort_keys=False, default=str) + "\n"
+        if self.path is None:  # claim a name no other invocation has (exclusive create)
+            stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
+            for n in range(1000):
+                path = folder / (f"run-{stamp}.json" if n == 0 else f"run-{stamp}-{n}.json")
+                try:
+                    with open(path, "x") as fh:
+                        fh.write(text)
+                    self.path = path
+                    break
+                except FileExistsError:
+                    continue
+            else:  # pragma: no cover
+                raise RuntimeError(f"no free manifest name in {folder}")
+        else:
+            _atomic_write(self.path, text)
+        _atomic_write(self.folder / LATEST, text)
+        return self.path
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    # a driver killed while writing must not leave half a JSON file behind
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
