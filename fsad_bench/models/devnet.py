@@ -66,6 +66,7 @@ from fsad_bench.models.mil import topk_mil
 from fsad_bench.models.saliency import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA, explain_images, frozen
 from fsad_bench.models.training import (
     Schedule,
+    SpeedOptions,
     normalise,
     predict,
     recalibrate_batchnorm,
@@ -207,6 +208,17 @@ class DevNetConfig(Schedule):
     saliency_sigma: float = DEFAULT_SIGMA
     #: Images per backward pass in ``explain`` (memory only; maps do not depend on it).
     saliency_batch_size: int = DEFAULT_BATCH_SIZE
+    #: Speed only, not in the authors' code (off = their float32): forward passes of training and
+    #: scoring under bfloat16 autocast, the loss in float32. ``explain`` stays float32 (its maps are
+    #: input gradients, which bf16 would quantise).
+    amp_bf16: bool = False
+    #: Speed only: model and inputs in channels_last (NHWC) memory format; same numbers up to
+    #: floating-point summation order.
+    channels_last: bool = False
+
+    @property
+    def speed(self) -> SpeedOptions:
+        return SpeedOptions(self.amp_bf16, self.channels_last)
 
 
 class DevNet(Detector):
@@ -253,15 +265,18 @@ class DevNet(Detector):
         images = to_uint8_tensor(train.images, train.device)
         sched = Schedule(**{k: v for k, v in asdict(c).items() if k in Schedule.__dataclass_fields__})
         model = _TrainingView(self.network) if hasattr(self.network, "training_output") else self.network
-        self.loss_history = train_balanced(model, images, train.labels, sched, self.loss, train.seed)
+        self.loss_history = train_balanced(model, images, train.labels, sched, self.loss, train.seed,
+                                           speed=c.speed)
         if c.bn_recalibration:
             recalibrate_batchnorm(self.network, images, normalise, c.eval_batch_size)
         self.info = {"weights": c.weights, "backbone": c.backbone, "variant": c.variant,
                      "final_loss": self.loss_history[-1] if self.loss_history else None}
+        if c.amp_bf16 or c.channels_last:
+            self.info.update(amp_bf16=c.amp_bf16, channels_last=c.channels_last)
         return self
 
     def score(self, images: np.ndarray) -> np.ndarray:
-        return predict(self.network, images, self.device, self.config.eval_batch_size)
+        return predict(self.network, images, self.device, self.config.eval_batch_size, self.config.speed)
 
     def explain(self, images: np.ndarray) -> np.ndarray:
         """Gradient saliency of the image score (paper Eq. 9, the authors' localisation code)."""
