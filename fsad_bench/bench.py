@@ -1,27 +1,101 @@
-"""``fsad-bench bench``: DevNet training / evaluation throughput per budget, and the default grid's
-wall time. A benchmark prints figures; it asserts nothing (speed targets never live in tests)."""
+"""``fsad-bench bench``: training / evaluation throughput and peak memory of each method per budget,
+DevNet's pipeline against a reference pipeline that works like the authors' code, and (on CUDA) the
+fraction of the ResNet-18 roofline and the projected GPU-hours of Table 2.
+
+A benchmark prints figures; it asserts nothing (speed targets never live in tests).
+
+What is timed, per method (``measure_method``): the detector's own ``fit`` on a synthetic
+:class:`TrainSet` (``N_NORMAL`` normals + ``N_ANOMALY`` labelled anomalies, smooth textures, at the
+budget's image size, weights ``none``) with the step counts overridden (``step_overrides``) and
+everything else at the budget's settings. A global optimiser-step hook (:class:`StepClock`)
+timestamps the end of every optimiser step, so a step's time is the interval between two step ends:
+index gather, augmentation, forward, loss, backward, clipping, update and the per-step
+``loss.item()`` - the method's real training step. Set-up before the first step (network build,
+Deep SVDD's centre, KDAD's teacher cache) and after the last (BatchNorm recalibration) is left out;
+the first ``warmup`` steps of each optimiser are not timed. Per method:
+
+* devnet, flos, minns (and DevNet's ablation variants): ``train_balanced``, ``epochs=1``,
+  ``steps_per_epoch = warmup + steps``; images/step = ``batch_size``.
+* deepsad: ``train_loop`` with ``epochs=1`` and ``steps_per_epoch = warmup + steps``;
+  images/step = ``min(batch_size, N)``.
+* dsvdd: two optimisers, the autoencoder's pretraining and then the one-class phase, each with
+  ``warmup + steps`` steps; train img/s = images of both timed windows / their total time.
+* kdad: ``max_steps``; at least one epoch plus a step, so the teacher-feature cache is used as in a
+  real run of the budget; images/step = ``min(batch_size, N_NORMAL)`` (``N_NORMAL`` is a multiple of
+  every budget's batch, so no short last batch).
+
+Evaluation images/s: ``detector.score`` on ``eval_images`` images after a small warm-up call.
+Peak memory: CUDA ``max_memory_allocated`` over fit + score; on CPU the growth of the process's
+resident set (RSS, sampled every 5 ms from ``/proc/self/statm``) over fit + score.
+
+The reference pipeline (``reference_throughput``, methods with DevNet's training loop) works like
+the authors' code at identical settings (image size, batch, backbone, network, loss, Adam, clipping,
+StepLR): the training images are written once as PNG files, a torch ``Dataset`` opens each file with
+PIL and applies Resize, RandomRotation(180), ToTensor, Normalize at every access, a ``DataLoader``
+draws the authors' balanced batches (half normals, half anomalies, endless shuffled streams) with
+``num_workers`` processes and a fresh iterator (so fresh workers) every epoch of the budget's
+``steps_per_epoch``. ``num_workers``: IMPLEMENTATION_FACTS.md does not state the authors' value; we
+use 4 (the usual default of such scripts) capped at the CPU count, so the reference never
+oversubscribes the cores. The files are written at the training size by default
+(``ref_file_size``), which favours the reference: the authors decode full-size originals (MVTec AD:
+700-1024 px) before resizing.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import math
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from tabulate import tabulate
+from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from fsad_bench.models.devnet import DevNet
-from fsad_bench.models.training import (
-    BalancedBatches,
-    augment_and_normalise,
-    predict,
-    seed_everything,
-    to_uint8_tensor,
-)
+from fsad_bench.detectors.base import Detector, TrainSet
+from fsad_bench.detectors.registry import load_detector
+from fsad_bench.errors import UserError
+from fsad_bench.models.training import IMAGENET_MEAN, IMAGENET_STD, BalancedBatches, Schedule
 from fsad_bench.protocol import load_protocol
-from fsad_bench.runner.runner import resolve_device
+
+#: Synthetic training set of every measurement: 192 is a multiple of every budget's batch (8..64, 48).
+N_NORMAL = 192
+N_ANOMALY = 10
+#: Nominal cell size for the projected cell time (about MVTec AD's mean per category).
+NOMINAL_TRAIN = 250
+NOMINAL_TEST = 150
+#: Table 2: 15 MVTec AD categories + 8 single-category datasets, 3 seeds, 6 methods.
+TABLE2_CATEGORIES = 23
+TABLE2_SEEDS = 3
+Q1_METHODS = ("kdad", "dsvdd", "deepsad", "flos", "minns", "devnet")
+#: ResNet-18 forward at 224 px: 1.82 G multiply-accumulates (torchvision's "GFLOPS" figure).
+RESNET18_GMACS_224 = 1.82
+#: Dense peak TFLOP/s by GPU name, used only when the matmul measurement fails.
+PEAK_TFLOPS = {"H200": {"bf16": 989.0, "tf32": 494.7}, "H100": {"bf16": 989.0, "tf32": 494.7},
+               "A100": {"bf16": 312.0, "tf32": 156.0}, "L40S": {"bf16": 362.0, "tf32": 183.0}}
+NA_CPU = "n/a (CPU)"
+
+
+def resolve_bench_device(device: str) -> str:
+    """'auto' -> 'cuda' if available else 'cpu'; 'cuda:0,cuda:1' -> the first one."""
+    first = device.split(",")[0].strip()
+    if first == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if first.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available here")
+    return first
 
 
 def _sync(device: str) -> None:
@@ -29,55 +103,529 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
-def devnet_throughput(budget_name: str, steps: int, device: str) -> dict:
-    """Training images/s (full step: gather, rotate, fwd, bwd, Adam) and evaluation images/s."""
-    budget = load_protocol("q1").budget(budget_name)
-    params = budget.method_params("devnet")
+# --------------------------------------------------------------------------------------------------
+# measuring instruments
+
+
+class StepClock:
+    """Timestamps of every optimiser step's end, per optimiser (in order of their first step).
+
+    Uses torch's global step post-hook, so the method's own training loop is timed unchanged. On
+    CUDA it synchronises at each step end (the loops call ``loss.item()`` every step anyway).
+    """
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.stamps: dict[int, list[float]] = {}
+        self._handle: Any = None
+
+    def _hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        _sync(self.device)
+        self.stamps.setdefault(id(optimizer), []).append(time.perf_counter())
+
+    def __enter__(self) -> StepClock:
+        self._handle = register_optimizer_step_post_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+
+    def phases(self, warmup: int) -> list[tuple[int, float]]:
+        """(timed steps, seconds) per optimiser: step ``k`` is the interval from step k-1's end to
+        step k's end; steps 1..warmup are not timed (step 1 never is: it has no start stamp).
+
+        seconds = timed steps x the MEDIAN step time: on shared cores another process can stall a
+        few steps by 10x (OpenMP threads waiting at barriers), and one such step would dominate a
+        mean over a handful of steps.
+        """
+        out = []
+        for stamps in self.stamps.values():
+            start = max(warmup, 1) - 1
+            steps = np.diff(stamps[start:])
+            if len(steps):
+                out.append((len(steps), len(steps) * float(np.median(steps))))
+        return out
+
+
+class MemoryProbe:
+    """Peak memory over a block: CUDA max_memory_allocated, or the growth of the CPU RSS."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.cuda = device.startswith("cuda")
+        self.kind = "CUDA max allocated" if self.cuda else "CPU RSS growth"
+        self.peak_mb = float("nan")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def rss_bytes() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):  # not Linux: the lifetime peak is all we have
+            import resource
+            rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            return rss * (1 if sys.platform == "darwin" else 1024)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self._peak = max(self._peak, self.rss_bytes())
+
+    def __enter__(self) -> MemoryProbe:
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        else:
+            self._base = self._peak = self.rss_bytes()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cuda:
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
+            return
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        self._peak = max(self._peak, self.rss_bytes())
+        self.peak_mb = (self._peak - self._base) / 2**20
+
+
+# --------------------------------------------------------------------------------------------------
+# per-method step counts
+
+
+def _kind(config: Any) -> str:
+    """Which training loop a config drives (by its fields, so plugins/variants are recognised)."""
+    if isinstance(config, Schedule):
+        return "balanced"  # DevNet, FLOS, MINNS, DevNet variants: train_balanced
+    names = {f.name for f in dataclasses.fields(config)}
+    if "ae_epochs" in names:
+        return "dsvdd"
+    if "max_steps" in names and "teacher_bf16" in names:
+        return "kdad"
+    if {"epochs", "steps_per_epoch", "batch_size", "eta"} <= names:
+        return "deepsad"
+    return "unknown"
+
+
+def step_overrides(config: Any, n_steps: int, n_normal: int) -> dict[str, Any]:
+    """Config changes that make ``fit`` run about ``n_steps`` optimiser steps per phase."""
+    kind = _kind(config)
+    if kind in ("balanced", "deepsad"):
+        return {"epochs": 1, "steps_per_epoch": n_steps}
+    if kind == "dsvdd":
+        return {"ae_epochs": 1, "ae_steps_per_epoch": n_steps, "epochs": 1, "steps_per_epoch": n_steps}
+    if kind == "kdad":
+        per_epoch = math.ceil(n_normal / config.batch_size)
+        steps = max(n_steps, per_epoch + 1)  # past one epoch: the teacher cache is used, as in a real run
+        return {"max_steps": steps, "epochs": max(config.epochs, math.ceil(steps / per_epoch))}
+    raise UserError(f"bench does not know the training loop of {type(config).__name__}; it times "
+                    "DevNet-style (Schedule), Deep SVDD, Deep SAD and KDAD configs")
+
+
+def _pretrains(config: Any) -> bool:
+    return bool(config.pretrain and config.ae_epochs > 0)
+
+
+def images_per_step(config: Any, n_train: int, n_normal: int) -> list[int]:
+    """Images in one optimiser step of each phase (in the order the phases run)."""
+    kind = _kind(config)
+    if kind == "balanced":
+        return [config.batch_size]
+    if kind == "deepsad":
+        return [min(config.batch_size, n_train)]
+    if kind == "dsvdd":
+        main = min(config.batch_size, n_normal)
+        return [min(config.ae_batch_size, n_normal), main] if _pretrains(config) else [main]
+    return [min(config.batch_size, n_normal)]  # kdad
+
+
+def budget_steps(config: Any, n_train: int, n_normal: int) -> list[int]:
+    """Optimiser steps of each phase in a real cell of ``n_train`` images at the config's budget."""
+    kind = _kind(config)
+    if kind == "balanced":
+        return [config.epochs * config.steps_per_epoch]
+    if kind == "deepsad":
+        per_epoch = config.steps_per_epoch or math.ceil(n_train / max(min(config.batch_size, n_train), 1))
+        return [config.epochs * per_epoch]
+    if kind == "dsvdd":
+        ae = config.ae_steps_per_epoch or math.ceil(n_normal / min(config.ae_batch_size, n_normal))
+        main = config.steps_per_epoch or math.ceil(n_normal / min(config.batch_size, n_normal))
+        return ([config.ae_epochs * ae] if _pretrains(config) else []) + [config.epochs * main]
+    total = config.epochs * math.ceil(n_normal / config.batch_size)
+    return [min(total, config.max_steps) if config.max_steps > 0 else total]
+
+
+def train_flops_per_image(method: str, config: Any, size: int) -> float | None:
+    """fwd+bwd FLOPs per training image for ResNet-18-trunk methods, else None.
+
+    3 x 2 x 1.82e9 x (size/224)^2 x scales: backward = 2 x forward, 2 FLOPs per multiply-accumulate
+    (the same count as the matmul roofline's 2 n^3), and DevNet/FLOS add the half-size scale
+    (x (1 + 1/4) for n_scales = 2). Head, top-K and loss are negligible.
+    """
+    if getattr(config, "backbone", None) != "resnet18":
+        return None
+    scales = sum(0.25 ** s for s in range(getattr(config, "n_scales", 1)))
+    return 3 * 2 * RESNET18_GMACS_224 * 1e9 * (size / 224) ** 2 * scales
+
+
+# --------------------------------------------------------------------------------------------------
+# the measurements
+
+
+def texture_images(n: int, size: int, seed: int = 0) -> np.ndarray:
+    """uint8 (n, size, size, 3) smooth textures (coarse noise upsampled + fine noise): photo-like
+    PNG sizes, unlike white noise, which would make the reference's PNG decoding unfairly slow."""
+    rng = np.random.default_rng(seed)
+    cell = max(size // 8, 1)
+    coarse = rng.normal(110, 20, (n, -(-size // cell), -(-size // cell), 3))
+    img = np.repeat(np.repeat(coarse, cell, axis=1), cell, axis=2)[:, :size, :size]
+    img = img + rng.normal(0, 4, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@dataclass
+class BenchSettings:
+    """What one ``fsad-bench bench`` run measures."""
+
+    methods: list[str] = field(default_factory=lambda: list(Q1_METHODS))
+    budgets: list[str] = field(default_factory=lambda: ["quick"])
+    steps: int = 10
+    warmup: int = 1
+    device: str = "auto"
+    eval_images: int = 128
+    amp_bf16: bool = False
+    channels_last: bool = False
+    reference: list[str] = field(default_factory=lambda: ["devnet"])
+    ref_workers: int | None = None
+    ref_file_size: int | None = None
+    repeats: int = 1
+    protocol: str = "q1"
+
+
+@dataclass
+class BenchRow:
+    """One line of the table: a method's pipeline (ours or reference) at a budget on a device."""
+
+    method: str
+    budget: str
+    pipeline: str
+    device: str
+    img: int
+    backbone: str
+    batch: str
+    bf16: bool
+    channels_last: bool
+    train_img_s: float
+    eval_img_s: float
+    peak_mem_mb: float
+    mem_kind: str
+    s_per_step: float
+    cell_min: float | None = None
+    train_ratio: float | None = None
+    eval_ratio: float | None = None
+    roofline: float | str | None = None
+    note: str = ""
+    phases: list[dict[str, float]] = field(default_factory=list)
+
+    def table(self) -> dict[str, Any]:
+        ratio = "" if self.train_ratio is None else f"{self.train_ratio:.2f}x / {self.eval_ratio:.2f}x"
+        roof = self.roofline if isinstance(self.roofline, str) or self.roofline is None \
+            else f"{100 * self.roofline:.1f}%"
+        return {"method": self.method, "budget": self.budget, "pipeline": self.pipeline,
+                "device": self.device, "img": self.img, "backbone": self.backbone, "batch": self.batch,
+                "bf16/CL": f"{'y' if self.bf16 else 'n'}/{'y' if self.channels_last else 'n'}",
+                "train img/s": self.train_img_s, "eval img/s": self.eval_img_s,
+                "peak MiB": self.peak_mem_mb, "memory": self.mem_kind, "s/step": self.s_per_step,
+                "cell min": "" if self.cell_min is None else self.cell_min,
+                "ours/ref train / eval": ratio, "roofline": "" if roof is None else roof}
+
+
+def _detector(method: str, budget_name: str, protocol: str, overrides: dict[str, Any]
+              ) -> tuple[Detector, int]:
+    budget = load_protocol(protocol).budget(budget_name)
+    cls = load_detector(method)
+    params = budget.method_params(method)
     size = int(params.pop("img_size", budget.img_size))
-    params["weights"] = "none"  # throughput does not depend on the weights' values
-    det = DevNet(DevNet.config_from_params(params))
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    if "weights" in fields:
+        params["weights"] = "none"  # speed does not depend on the weights' values (no download here)
+    params.update({k: v for k, v in overrides.items() if k in fields})
+    return cls(cls.config_from_params(params)), size
+
+
+def _train_set(size: int, device: str) -> TrainSet:
+    images = texture_images(N_NORMAL + N_ANOMALY, size)
+    labels = np.r_[np.zeros(N_NORMAL, int), np.ones(N_ANOMALY, int)]
+    return TrainSet(images, labels, seed=0, device=device)
+
+
+def _eval_rate(score: Any, images: np.ndarray, device: str) -> float:
+    score(images[: min(8, len(images))])  # warm-up (allocator, cuDNN autotuning)
+    _sync(device)
+    t0 = time.perf_counter()
+    score(images)
+    _sync(device)
+    return len(images) / (time.perf_counter() - t0)
+
+
+def measure_method(method: str, budget_name: str, s: BenchSettings, device: str) -> BenchRow:
+    """Our pipeline: the detector's real ``fit`` (step counts overridden) and ``score``."""
+    speed = {"amp_bf16": s.amp_bf16, "channels_last": s.channels_last}
+    probe_det, size = _detector(method, budget_name, s.protocol, speed)
+    base = probe_det.config
+    det, _ = _detector(method, budget_name, s.protocol,
+                       {**speed, **step_overrides(base, s.warmup + s.steps, N_NORMAL)})
+    has_speed = {"amp_bf16", "channels_last"} <= {f.name for f in dataclasses.fields(base)}
+    train = _train_set(size, device)
+    eval_images = texture_images(s.eval_images, size, seed=1)
+    with MemoryProbe(device) as mem:
+        with StepClock(device) as clock:
+            det.fit(train)
+        eval_rate = _eval_rate(det.score, eval_images, device)
+    phases = clock.phases(s.warmup)
+    per_step = images_per_step(base, len(train.images), N_NORMAL)
+    if len(phases) != len(per_step):
+        raise RuntimeError(f"{method}: expected {len(per_step)} optimiser phase(s), timed {len(phases)}")
+    images = sum(n * b for (n, _), b in zip(phases, per_step))
+    seconds = sum(t for _, t in phases)
+    # projected time of a real cell at this budget: its step counts x the measured s/step, + scoring
+    steps = budget_steps(base, NOMINAL_TRAIN, NOMINAL_TRAIN - N_ANOMALY)
+    cell_s = sum(k * t / n for k, (n, t) in zip(steps, phases)) + NOMINAL_TEST / eval_rate
+    return BenchRow(method=method, budget=budget_name, pipeline="ours", device=device, img=size,
+                    backbone=str(getattr(base, "backbone", "-")), batch="/".join(map(str, per_step)),
+                    bf16=s.amp_bf16 and has_speed, channels_last=s.channels_last and has_speed,
+                    train_img_s=images / seconds, eval_img_s=eval_rate, peak_mem_mb=mem.peak_mb,
+                    mem_kind=mem.kind, s_per_step=seconds / sum(n for n, _ in phases), cell_min=cell_s / 60,
+                    note="" if has_speed or not (s.amp_bf16 or s.channels_last)
+                    else "no bf16/channels_last option",
+                    phases=[{"steps": n, "seconds": t, "images_per_step": b}
+                            for (n, t), b in zip(phases, per_step)])
+
+
+# ------------------------------------------------------------------ the authors'-style reference
+
+
+class FileDataset(torch.utils.data.Dataset):
+    """The authors' dataset: open the file with PIL and transform it at every access."""
+
+    def __init__(self, files: list[str], labels: np.ndarray, size: int, rotation: float) -> None:
+        from torchvision import transforms
+
+        self.files, self.labels = files, labels
+        steps: list[Any] = [transforms.Resize((size, size))]
+        if rotation > 0:
+            steps.append(transforms.RandomRotation(rotation))
+        steps += [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        self.transform = transforms.Compose(steps)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = Image.open(self.files[i]).convert("RGB")
+        return self.transform(image), int(self.labels[i])
+
+
+class BalancedEpochSampler(torch.utils.data.Sampler):
+    """The authors' balanced batch sampler: ``steps_per_epoch`` batches of half normals, half
+    anomalies per epoch, drawn from endless shuffled streams of each class."""
+
+    def __init__(self, labels: np.ndarray, batch_size: int, steps_per_epoch: int, seed: int = 0) -> None:
+        self.batches = BalancedBatches(labels, batch_size, seed)
+        self.steps_per_epoch = steps_per_epoch
+
+    def __len__(self) -> int:
+        return self.steps_per_epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for _ in range(self.steps_per_epoch):
+            yield self.batches.next().tolist()
+
+
+def default_ref_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def reference_throughput(method: str, budget_name: str, s: BenchSettings, device: str,
+                         folder: Path) -> BenchRow:
+    """The authors'-style pipeline for a DevNet-loop method at its budget's settings (fp32, NCHW)."""
+    det, size = _detector(method, budget_name, s.protocol, {})
     c = det.config
-    rng = np.random.default_rng(0)
-    images = rng.integers(0, 255, (max(2 * c.batch_size, 64), size, size, 3), dtype=np.uint8)
-    labels = np.r_[np.zeros(len(images) - 10, int), np.ones(10, int)]
-    seed_everything(0)
+    if _kind(c) != "balanced" or not hasattr(det, "build_network") or not hasattr(det, "loss"):
+        raise UserError(f"no reference pipeline for {method}: it is defined for DevNet's training loop")
+    workers = s.ref_workers if s.ref_workers is not None else default_ref_workers()
+    file_size = s.ref_file_size or size
+    train = _train_set(file_size, "cpu")
+    files = []
+    for i, img in enumerate(train.images):  # written once, decoded at every access
+        files.append(str(folder / f"{i:04d}.png"))
+        Image.fromarray(img).save(files[-1])
+    eval_files = []
+    for i, img in enumerate(texture_images(s.eval_images, file_size, seed=1)):
+        eval_files.append(str(folder / f"test{i:04d}.png"))
+        Image.fromarray(img).save(eval_files[-1])
+
+    torch.manual_seed(0)
     det.device = device
     net = det.build_network().to(device)
-    det._ref_gen = torch.Generator(device=device).manual_seed(0)
-    opt = torch.optim.Adam(net.parameters(), lr=c.lr)
-    gpu_images = to_uint8_tensor(images, device)
-    batches = BalancedBatches(labels, c.batch_size, 0)
-    gen = torch.Generator(device=device).manual_seed(0)
-    lab = torch.as_tensor(labels, device=device)
-    net.train()
+    det._ref_gen = torch.Generator(device=device).manual_seed(1)
+    opt = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    lr_sched = torch.optim.lr_scheduler.StepLR(opt, step_size=c.lr_step_epochs, gamma=c.lr_gamma)
+    cuda = device.startswith("cuda")
+    loader = torch.utils.data.DataLoader(
+        FileDataset(files, train.labels, size, c.rotation), num_workers=workers, pin_memory=cuda,
+        batch_sampler=BalancedEpochSampler(train.labels, c.batch_size, c.steps_per_epoch))
+    output = getattr(net, "training_output", net)
 
-    def step() -> None:
-        idx = torch.as_tensor(batches.next(), device=device)
-        loss = det.loss(net(augment_and_normalise(gpu_images[idx], c.rotation, gen)), lab[idx])
-        opt.zero_grad(set_to_none=True)
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = det.loss(output(x.to(device, non_blocking=True)), y.to(device))
+        opt.zero_grad()
         loss.backward()
+        nn.utils.clip_grad_norm_(net.parameters(), c.grad_clip)
         opt.step()
+        loss.item()
 
-    step()  # warm-up
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    _sync(device)
-    train_s = time.perf_counter() - t0
-    det.network = net
-    n_eval = max(c.eval_batch_size * 2, 64)
-    eval_images = images[np.arange(n_eval) % len(images)]
-    predict(net, eval_images[: c.eval_batch_size], device, c.eval_batch_size)  # warm-up
-    _sync(device)
-    t0 = time.perf_counter()
-    predict(net, eval_images, device, c.eval_batch_size)
-    _sync(device)
-    eval_s = time.perf_counter() - t0
-    return {"budget": budget_name, "device": device, "img_size": size, "backbone": c.backbone,
-            "batch": c.batch_size, "train img/s": steps * c.batch_size / train_s,
-            "eval img/s": n_eval / eval_s, "s/step": train_s / steps,
-            "budget train time (min)": c.epochs * c.steps_per_epoch * train_s / steps / 60}
+    net.train()
+    with MemoryProbe(device) as mem:
+        done = 0
+        for x, y in loader:  # warm-up steps, on their own iterator (its worker start is not timed)
+            step(x, y)
+            done += 1
+            if done >= s.warmup:
+                break
+        first: list[float] = []   # first step of an epoch: worker start + an empty prefetch queue
+        steady: list[float] = []
+        done = 0
+        while done < s.steps:
+            _sync(device)
+            t0 = time.perf_counter()
+            for i, (x, y) in enumerate(loader):  # a fresh iterator per epoch: workers restart, as theirs
+                step(x, y)
+                _sync(device)
+                t1 = time.perf_counter()
+                (first if i == 0 else steady).append(t1 - t0)
+                t0 = t1
+                done += 1
+                if done >= s.steps:
+                    break
+            lr_sched.step()
+        # A budget epoch is one first step and steps_per_epoch - 1 steady ones. Timing only a few
+        # steps must not charge the worker start to fewer steps than the authors' epoch has.
+        # medians, as for our pipeline (StepClock.phases)
+        steady_s = float(np.median(steady)) if steady else float(np.median(first))
+        epoch_s = float(np.median(first)) + (c.steps_per_epoch - 1) * steady_s
+        step_s = epoch_s / c.steps_per_epoch
+
+        net.eval()
+        eval_loader = torch.utils.data.DataLoader(
+            FileDataset(eval_files, np.zeros(len(eval_files), int), size, 0.0),
+            batch_size=c.eval_batch_size, shuffle=False, num_workers=workers, pin_memory=cuda)
+        with torch.no_grad():
+            net(torch.zeros(2, 3, size, size, device=device))  # warm-up of the model, not the loader
+            _sync(device)
+            t0 = time.perf_counter()
+            for x, _ in eval_loader:
+                net(x.to(device, non_blocking=True)).float().cpu()
+            _sync(device)
+            eval_s = time.perf_counter() - t0
+    return BenchRow(method=method, budget=budget_name, pipeline=f"reference ({workers} workers)",
+                    device=device, img=size, backbone=str(c.backbone), batch=str(c.batch_size), bf16=False,
+                    channels_last=False, train_img_s=c.batch_size / step_s,
+                    eval_img_s=len(eval_files) / eval_s, peak_mem_mb=mem.peak_mb,
+                    mem_kind=mem.kind + (" (main process)" if not cuda else ""), s_per_step=step_s,
+                    note=f"reference: PNG files of {file_size} px",
+                    phases=[{"first_step_s": float(np.median(first)), "steady_step_s": steady_s,
+                             "steps_per_epoch": c.steps_per_epoch, "timed_steps": done}])
+
+
+# ------------------------------------------------------------------------------ GPU roofline
+
+
+def measured_peak_flops(device: str, dtype: str) -> float:
+    """FLOP/s of a large square matmul (the roofline): bf16, or fp32 with TF32 tensor cores (cuDNN
+    runs fp32 convolutions in TF32 by default, ``torch.backends.cudnn.allow_tf32``)."""
+    n, iters = 8192, 20
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+    try:
+        dt = torch.bfloat16 if dtype == "bf16" else torch.float32
+        a = torch.randn(n, n, device=device, dtype=dt)
+        b = torch.randn(n, n, device=device, dtype=dt)
+        for _ in range(3):
+            a @ b
+        _sync(device)
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            a @ b
+        _sync(device)
+        return 2 * n**3 * iters / (time.perf_counter() - t0)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+
+
+def peak_flops(device: str, dtype: str) -> tuple[float, str]:
+    try:
+        return measured_peak_flops(device, dtype), f"measured {dtype} matmul"
+    except RuntimeError:
+        name = torch.cuda.get_device_name(device)
+        for key, peaks in PEAK_TFLOPS.items():
+            if key in name:
+                return peaks[dtype] * 1e12, f"{key} datasheet {dtype} dense"
+        raise
+
+
+def project_table2_hours(rows: list[BenchRow]) -> tuple[float, list[str]]:
+    """GPU-hours of Table 2 (23 categories x 6 methods x 3 seeds) from the paper-budget rows."""
+    cell = {r.method: r.cell_min for r in rows if r.pipeline == "ours" and r.budget == "paper"}
+    missing = [m for m in Q1_METHODS if m not in cell]
+    minutes = sum(cell.get(m) or 0.0 for m in Q1_METHODS)
+    return minutes * TABLE2_CATEGORIES * TABLE2_SEEDS / 60, missing
+
+
+# ------------------------------------------------------------------------------ the command
+
+
+def _median_row(rows: list[BenchRow]) -> BenchRow:
+    """The repeat with the median training throughput, its evaluation rate replaced by the median
+    over the repeats (the two are measured separately), its peak memory by the largest."""
+    row = sorted(rows, key=lambda r: r.train_img_s)[len(rows) // 2]
+    return dataclasses.replace(row, eval_img_s=float(np.median([r.eval_img_s for r in rows])),
+                               peak_mem_mb=max(r.peak_mem_mb for r in rows))
+
+
+def bench_rows(s: BenchSettings, device: str) -> list[BenchRow]:
+    rows: list[BenchRow] = []
+    cuda = device.startswith("cuda")
+    peaks: dict[str, tuple[float, str]] = {}
+    for budget in s.budgets:
+        for method in s.methods:
+            ours = _median_row([measure_method(method, budget, s, device) for _ in range(s.repeats)])
+            if cuda:
+                det, size = _detector(method, budget, s.protocol, {})
+                flops = train_flops_per_image(method, det.config, size)
+                dtype = "bf16" if ours.bf16 else "tf32"
+                if flops is not None:
+                    peaks.setdefault(dtype, peak_flops(device, dtype))
+                    ours.roofline = ours.train_img_s * flops / peaks[dtype][0]
+                    ours.note = (ours.note + f" roofline: {peaks[dtype][1]}").strip()
+                else:
+                    ours.roofline = "n/a (not ResNet-18)"
+            else:
+                ours.roofline = NA_CPU
+            rows.append(ours)
+            if method in s.reference:
+                with tempfile.TemporaryDirectory() as tmp:
+                    ref = _median_row([reference_throughput(method, budget, s, device, Path(tmp))
+                                       for _ in range(s.repeats)])
+                ours.train_ratio = ours.train_img_s / ref.train_img_s
+                ours.eval_ratio = ours.eval_img_s / ref.eval_img_s
+                rows.append(ref)
+            print(f"  measured {method} @ {budget}: {ours.train_img_s:.1f} train img/s", file=sys.stderr)
+    return rows
 
 
 def time_default_grid() -> float:
@@ -93,10 +641,42 @@ def time_default_grid() -> float:
     return wall
 
 
-def run_bench(budgets: list[str], steps: int, device: str, grid: bool) -> None:
-    dev = resolve_device(device)[0]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {dev}")
-    rows = [devnet_throughput(b, steps, dev) for b in budgets]
-    print(tabulate(rows, headers="keys", floatfmt=".2f", tablefmt="github"))
+def run_bench(s: BenchSettings, grid: bool = False, json_path: Path | None = None) -> list[BenchRow]:
+    """Measure, print the table (and the GPU projections on CUDA), optionally write JSON."""
+    device = resolve_bench_device(s.device)
+    if s.steps < 1 or s.warmup < 0 or s.repeats < 1 or s.eval_images < 1:
+        raise UserError("bench needs --steps >= 1, --warmup >= 0, --repeats >= 1, --eval-images >= 1")
+    for m in s.reference:
+        if m not in s.methods:
+            raise UserError(f"--reference {m}: not among the measured --methods")
+    hw = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"{os.cpu_count()} CPUs"
+    header = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device} ({hw}); "
+              f"{s.steps} timed steps after {s.warmup} warm-up, {s.eval_images} eval images, "
+              f"median of {s.repeats} repeat(s)")
+    print(header)
+    rows = bench_rows(s, device)
+    print(tabulate([r.table() for r in rows], headers="keys", floatfmt=".2f", tablefmt="github"))
+    notes = sorted({r.note for r in rows if r.note})
+    for n in notes:
+        print(f"note: {n}")
+    extra: dict[str, Any] = {}
+    if device.startswith("cuda"):
+        hours, missing = project_table2_hours(rows)
+        if "paper" in s.budgets:
+            extra["table2_gpu_hours"] = hours
+            extra["table2_missing_methods"] = missing
+            print(f"projected Table 2 at the paper budget ({TABLE2_CATEGORIES} categories x "
+                  f"{len(Q1_METHODS)} methods x {TABLE2_SEEDS} seeds, {NOMINAL_TRAIN} train / "
+                  f"{NOMINAL_TEST} test images per cell): {hours:.2f} GPU-hours"
+                  + (f" (without {', '.join(missing)}: not measured)" if missing else ""))
+        else:
+            print("projected Table 2 GPU-hours: measure --budgets paper")
+    else:
+        print(f"roofline fraction and Table 2 GPU-hours: {NA_CPU}")
     if grid:
-        print(f"default grid wall time: {time_default_grid():.1f} s")
+        extra["default_grid_s"] = time_default_grid()
+        print(f"default grid wall time: {extra['default_grid_s']:.1f} s")
+    if json_path is not None:
+        json_path.write_text(json.dumps({"header": header, "settings": dataclasses.asdict(s), **extra,
+                                         "rows": [dataclasses.asdict(r) for r in rows]}, indent=1))
+    return rows
