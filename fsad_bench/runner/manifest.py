@@ -1,7 +1,7 @@
 """The run manifest: what one ``fsad-bench run`` was asked, resolved and ran on.
 
-Each invocation writes ``DIR/manifests/run-<UTC start>.json`` (never overwritten: a second run in
-the same second gets a suffix) and copies it to ``DIR/run_manifest.json`` (the latest run). It is
+Each invocation writes ``DIR/manifests/run-<UTC start, ms>.json`` (never overwritten: a second run
+in the same millisecond gets a suffix) and copies it to ``DIR/run_manifest.json`` (the latest run). It is
 written when the executor is ready (so a killed driver still leaves one, with ``status`` "running")
 and rewritten at the end with the summary counts.
 """
@@ -159,7 +159,8 @@ class RunManifest:
         folder.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.data, indent=2, sort_keys=False, default=str) + "\n"
         if self.path is None:  # claim a name no other invocation has (exclusive create)
-            stamp = self.started.strftime("%Y%m%dT%H%M%SZ")
+            # milliseconds: names sort in start order, and two runs rarely share one
+            stamp = self.started.strftime("%Y%m%dT%H%M%S.") + f"{self.started.microsecond // 1000:03d}Z"
             for n in range(1000):
                 path = folder / (f"run-{stamp}.json" if n == 0 else f"run-{stamp}-{n}.json")
                 try:
