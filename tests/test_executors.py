@@ -140,9 +140,10 @@ def test_dask_local_cluster_equals_local_process_pool(data_root, tmp_path):
     assert got == expected  # cell for cell: same keys, status and AUC
 
 
-def test_unreachable_scheduler_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+def test_unreachable_scheduler_is_a_one_line_error(data_root, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(executors, "CONNECT_TIMEOUT", "1s")
-    rc = main(["run", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9", "--methods", "devnet",
+    rc = main(["run", "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9", "--methods",
+               "toy_detectors:Brightness", "--datasets", "brainmri", "--data-root", str(data_root),
                "--budget", "smoke", "--out", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "cannot reach the dask scheduler at tcp://127.0.0.1:9" in err
@@ -158,6 +159,13 @@ def test_unreachable_scheduler_is_a_one_line_error(tmp_path, monkeypatch, capsys
 def test_bad_execution_options(argv, message, tmp_path, capsys):
     assert main(["run", "--methods", "devnet", "--out", str(tmp_path), *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind, command", [("slurm", "sbatch"), ("pbs", "qsub")])
+def test_batch_executor_without_its_submit_command(kind, command, monkeypatch):
+    monkeypatch.setattr(executors.shutil, "which", lambda name: None)
+    with pytest.raises(UserError, match=f"'{command}', which is not on PATH"):
+        Execution(ExecConfig(executor=kind))
 
 
 def test_missing_packages_name_the_fix(monkeypatch):

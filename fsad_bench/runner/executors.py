@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import sys
 import threading
 import time
@@ -40,6 +41,7 @@ from fsad_bench.runner.job import Cell, run_cell
 from fsad_bench.store import CellResult
 
 EXECUTORS = ("local", "dask", "slurm", "pbs")
+SUBMIT_COMMANDS = {"slurm": "sbatch", "pbs": "qsub"}
 #: a pool whose workers keep dying is given up after this many restarts (a cell that is killed by
 #: the OOM killer every time must not loop forever); the rerun retries what did not finish
 MAX_POOL_RESTARTS = 3
@@ -373,14 +375,14 @@ def _connect(config: ExecConfig) -> tuple[Any, Any]:
             raise UserError(f"cannot reach the dask scheduler at {config.scheduler} ({exc}); start one "
                             "('dask scheduler' and 'dask worker ADDRESS') or fix --scheduler") from None
         return client, None
+    submit = SUBMIT_COMMANDS[config.executor]
+    # scale() submits the jobs in the background and only logs a failure, so a machine without the
+    # batch system would wait for workers forever: check for the submit command first.
+    if shutil.which(submit) is None:
+        raise UserError(f"--executor {config.executor} submits jobs with '{submit}', which is not on PATH; "
+                        "run the command on a login node of the cluster")
     cluster = jobqueue_cluster(config.executor, config.cluster, config.cells_per_gpu)
-    try:
-        cluster.scale(jobs=config.cluster.cluster_jobs)
-    except Exception as exc:  # sbatch / qsub missing or refused the job
-        cluster.close()
-        raise UserError(f"could not submit {config.executor} jobs ({type(exc).__name__}: "
-                        f"{str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}); "
-                        f"run on a login node of the cluster and check --queue/--account") from None
+    cluster.scale(jobs=config.cluster.cluster_jobs)
     return distributed.Client(cluster), cluster
 
 
