@@ -223,7 +223,7 @@ class Execution:
     def results(self, cells: list[Cell]) -> Iterator[CellResult]:
         if self.config.executor != "local":
             yield from self._dask(cells)
-        elif self.workers <= 1:
+        elif self.workers <= 1 or len(cells) <= 1:
             for cell in cells:  # in the driver: no process start-up cost, tracebacks stay simple
                 dev = self.slots.acquire()
                 yield run_cell(cell, dev)

@@ -124,7 +124,7 @@ class RunManifest:
             "status": "running",
             "start_time": self.started.isoformat(timespec="seconds"),
             "end_time": None,
-            "protocol": dataclasses.asdict(spec),
+            "spec": dataclasses.asdict(spec),  # the resolved protocol spec (report_doc skips "spec*")
             "budget": budget,
             "methods": method_configs(cells),
             "datasets": sorted({c.dataset for c in cells}),
