@@ -172,7 +172,22 @@ class MemoryProbe:
         while not self._stop.wait(0.005):
             self._peak = max(self._peak, self.rss_bytes())
 
+    @staticmethod
+    def release_freed_memory() -> None:
+        """Return freed heap pages to the OS (glibc ``malloc_trim``), so that memory an earlier
+        measurement freed but kept resident does not hide this one's growth."""
+        import ctypes
+        import gc
+
+        gc.collect()
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: growth may be under-reported
+            pass
+
     def __enter__(self) -> MemoryProbe:
+        if not self.cuda:
+            self.release_freed_memory()
         if self.cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
