@@ -43,11 +43,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="backbone weights for every method that has them (default: the budget's)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="hyper-parameter override; 'method.key=value' for one method (repeatable)")
-    r.add_argument("--jobs", type=int, default=1, help="cells run in parallel worker processes")
+    r.add_argument("--jobs", type=int, default=None,
+                   help="local worker processes (default: 1 on the CPU, GPUs x --cells-per-gpu with GPUs)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:0,cuda:1")
+    r.add_argument("--cells-per-gpu", type=int, default=1, metavar="K",
+                   help="cells sharing one GPU at once (a small model does not fill a large GPU)")
+    r.add_argument("--executor", choices=["local", "dask", "slurm", "pbs"], default="local",
+                   help="local processes, an existing dask cluster (--scheduler), or SLURM/PBS batch jobs")
+    r.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="dask scheduler address for --executor dask, e.g. tcp://head-node:8786")
     r.add_argument("--out", type=Path, default=None, help="results folder (default results/<protocol>)")
     r.add_argument("--data-root", type=Path, default=None, help="folder holding the real datasets")
     r.add_argument("--no-progress", action="store_true")
+    cl = r.add_argument_group("batch jobs (--executor slurm | pbs, through dask-jobqueue)")
+    cl.add_argument("--queue", default=None, help="SLURM partition / PBS queue")
+    cl.add_argument("--account", default=None, help="account (project) charged for the jobs")
+    cl.add_argument("--gpus-per-job", type=int, default=1, help="GPUs per job; 0 = CPU-only (default 1)")
+    cl.add_argument("--walltime", default="04:00:00", help="per job, HH:MM:SS (default 04:00:00)")
+    cl.add_argument("--cluster-jobs", type=int, default=1, help="batch jobs to start (default 1)")
+    cl.add_argument("--cores", type=int, default=4, help="CPU cores per job (default 4)")
+    cl.add_argument("--memory", default="32GB", help="memory per job (default 32GB)")
 
     rep = sub.add_parser("report", help="tables from a results folder or a long-form CSV")
     rep.add_argument("folder", nargs="?", type=Path)
@@ -63,10 +78,26 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="detectors, protocols and datasets")
     ls.add_argument("--data-root", type=Path, default=None)
 
-    b = sub.add_parser("bench", help="DevNet throughput and the default grid's wall time")
-    b.add_argument("--budgets", type=_csv_list, default=["quick", "paper"])
-    b.add_argument("--steps", type=int, default=5, help="timed training steps per setting")
+    b = sub.add_parser("bench", help="training/evaluation throughput and memory per method, vs the "
+                       "authors'-style pipeline; the default grid's wall time")
+    b.add_argument("--methods", type=_csv_list, default=None,
+                   help="comma-separated (default: q1's kdad,dsvdd,deepsad,flos,minns,devnet)")
+    b.add_argument("--budgets", type=_csv_list, default=["quick"], help="e.g. quick,paper")
+    b.add_argument("--steps", type=int, default=10, help="timed training steps per phase")
+    b.add_argument("--warmup", type=int, default=1, help="untimed training steps first")
+    b.add_argument("--eval-images", type=int, default=128, help="images scored in the eval timing")
+    b.add_argument("--repeats", type=int, default=1, help="repeat each measurement, report the median")
     b.add_argument("--device", default="auto")
+    b.add_argument("--amp-bf16", action="store_true", help="bf16 autocast (methods with the option)")
+    b.add_argument("--channels-last", action="store_true", help="channels_last (methods with the option)")
+    b.add_argument("--reference", type=_csv_list, default=None,
+                   help="methods also timed with the authors'-style PIL/DataLoader pipeline "
+                   "(DevNet-loop methods; default devnet when measured; 'none' for none)")
+    b.add_argument("--ref-workers", type=int, default=None,
+                   help="reference DataLoader workers (default min(4, CPU count))")
+    b.add_argument("--ref-file-size", type=int, default=None,
+                   help="side of the reference's PNG files (default: the training size)")
+    b.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     b.add_argument("--grid", action="store_true",
                    help="also time 'fsad-bench run --protocol q1 --methods all' in a temporary folder")
     add_data_parser(sub)
@@ -76,13 +107,17 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     from fsad_bench.paths import default_results_dir
     from fsad_bench.protocol import load_protocol
+    from fsad_bench.runner.executors import ClusterOptions, ExecConfig, Execution
     from fsad_bench.runner.generator import GridRequest, build_cells
+    from fsad_bench.runner.manifest import RunManifest
     from fsad_bench.runner.runner import run_grid
     from fsad_bench.store import ResultStore
 
     spec = load_protocol(args.protocol)
-    if args.jobs < 1:
-        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    execution = ExecConfig(args.executor, args.jobs, args.device, args.cells_per_gpu, args.scheduler,
+                           ClusterOptions(args.queue, args.account, args.gpus_per_job, args.walltime,
+                                          args.cluster_jobs, args.cores, args.memory))
+    execution.validate()  # before any cell is built or the store touched
     req = GridRequest(args.methods, args.datasets, args.seeds, args.budget, args.weights,
                       args.overrides, args.data_root)
     cells, missing = build_cells(spec, req)
@@ -94,11 +129,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     budget = spec.budget(args.budget)
     print(f"protocol {spec.name}, budget {budget.name} ({budget.description}); {len(cells)} cells -> {out}",
           file=sys.stderr)
-    with ResultStore(out) as store:
-        summary = run_grid(cells, store, jobs=args.jobs, device=args.device, progress=not args.no_progress)
+    manifest = RunManifest(out, getattr(args, "argv", None) or sys.argv, spec, cells, budget.name)
+    executor = Execution(execution)  # connects to a cluster: an unreachable one fails before the store
+    try:
+        with ResultStore(out) as store:
+            summary = run_grid(cells, store, progress=not args.no_progress, execution=executor,
+                               manifest=manifest)
+    finally:
+        executor.close()
     print(f"{summary.ok} cells ran ok, {summary.skipped} already finished, {len(summary.failed)} failed, "
           f"{len(summary.not_applicable)} not applicable; "
           f"results in {out} ('fsad-bench report {out}')", file=sys.stderr)
+    if summary.worker_deaths or summary.stopped:
+        print(f"{summary.worker_deaths} cell(s) lost their worker process"
+              + (f"; {summary.stopped}" if summary.stopped else "")
+              + ": finished cells are stored, rerun the same command to run the rest", file=sys.stderr)
+    if summary.stopped:
+        return 1
     user_errors = [f for f in summary.failed if f.user_error]
     if user_errors:
         raise UserError(f"{len(user_errors)} cell(s) failed on bad input, first: {user_errors[0].error}")
@@ -162,9 +209,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from fsad_bench.bench import run_bench
+    from fsad_bench.bench import Q1_METHODS, BenchSettings, run_bench
 
-    run_bench(args.budgets, args.steps, args.device, args.grid)
+    methods = args.methods or list(Q1_METHODS)
+    if args.reference is None:
+        reference = [m for m in ["devnet"] if m in methods]
+    else:
+        reference = [] if args.reference == ["none"] else args.reference
+    settings = BenchSettings(methods=methods, budgets=args.budgets, steps=args.steps, warmup=args.warmup,
+                             device=args.device, eval_images=args.eval_images, amp_bf16=args.amp_bf16,
+                             channels_last=args.channels_last,
+                             reference=reference,
+                             ref_workers=args.ref_workers, ref_file_size=args.ref_file_size,
+                             repeats=args.repeats)
+    run_bench(settings, args.grid, args.json)
     return 0
 
 
@@ -173,6 +231,7 @@ COMMANDS = {"run": cmd_run, "report": cmd_report, "list": cmd_list, "bench": cmd
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = ["fsad-bench", *(sys.argv[1:] if argv is None else argv)]  # for the run manifest
     try:
         return COMMANDS[args.command](args)
     except UserError as exc:

@@ -65,7 +65,7 @@ def test_set_overrides_change_the_key_and_reach_the_detector(data_root):
     assert changed.params["power"] == 2.0 and base.key != changed.key
 
 
-def test_joblib_workers_give_the_same_results(data_root, tmp_path):
+def test_worker_processes_give_the_same_results(data_root, tmp_path):
     cells = _cells(data_root, ["toy_detectors:Brightness"])
     with ResultStore(tmp_path / "a") as a, ResultStore(tmp_path / "b") as b:
         run_grid(cells, a, jobs=1, progress=False)

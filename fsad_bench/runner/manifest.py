@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 MANIFEST_DIR = "manifests"
 LATEST = "run_manifest.json"
 PACKAGES = ("fsad-bench", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas", "pillow",
-            "scikit-image", "joblib", "dask", "distributed", "dask-jobqueue")
+            "scikit-image", "dask", "distributed", "dask-jobqueue")
 
 
 def _now() -> datetime:
