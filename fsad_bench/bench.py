@@ -664,6 +664,9 @@ def run_bench(s: BenchSettings, grid: bool = False, json_path: Path | None = Non
     for m in s.reference:
         if m not in s.methods:
             raise UserError(f"--reference {m}: not among the measured --methods")
+    if s.amp_bf16 and not device.startswith("cuda"):
+        from fsad_bench.models.devnet import CPU_BF16_REFUSED
+        raise UserError(f"--amp-bf16 on {device}: {CPU_BF16_REFUSED}")
     hw = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"{os.cpu_count()} CPUs"
     header = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device} ({hw}); "
               f"{s.steps} timed steps after {s.warmup} warm-up, {s.eval_images} eval images, "

@@ -38,10 +38,13 @@ def test_bench_command_all_methods_with_reference_and_json(tmp_path, capsys):
 
 def test_bench_speed_options_are_applied_where_a_method_has_them(tmp_path):
     s = bench.BenchSettings(methods=["devnet", "kdad"], budgets=["smoke"], steps=1, eval_images=4,
-                            device="cpu", amp_bf16=True, channels_last=True, reference=[])
+                            device="cpu", channels_last=True, reference=[])
     rows = bench.run_bench(s)
-    assert rows[0].bf16 and rows[0].channels_last
-    assert not rows[1].bf16 and rows[1].note == "no bf16/channels_last option"
+    assert rows[0].channels_last and not rows[0].bf16
+    assert not rows[1].channels_last and rows[1].note == "no bf16/channels_last option"
+    with pytest.raises(UserError, match="amp_bf16 is supported on CUDA only"):  # see DevNet.CPU_BF16_REFUSED
+        bench.run_bench(bench.BenchSettings(methods=["devnet"], budgets=["smoke"], device="cpu",
+                                            amp_bf16=True))
 
 
 def test_bench_rejects_bad_settings():

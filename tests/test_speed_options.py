@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from fsad_bench.detectors.base import TrainSet
+from fsad_bench.errors import UserError
 from fsad_bench.models.devnet import DevNet
 from fsad_bench.models.training import Schedule, SpeedOptions, predict, to_uint8_tensor, train_balanced
 
@@ -21,11 +22,24 @@ def tiny_devnet(**speed: bool) -> DevNet:
                                 batch_size=16, lr=1e-3, bn_recalibration=True, n_scales=1, **speed))
 
 
-@pytest.mark.parametrize("speed", [{"amp_bf16": True}, {"channels_last": True},
+def _cuda_or_cpu_refused(speed: dict[str, bool]) -> str:
+    """The device a bf16 test runs on; on a machine without CUDA, check bf16 is refused on the CPU."""
+    if torch.cuda.is_available():
+        return "cuda"
+    train, labels, _, _ = smooth_blob_split(seed=0)
+    with pytest.raises(UserError, match="amp_bf16 is supported on CUDA only"):
+        tiny_devnet(**speed).fit(TrainSet(train, labels, seed=0))
+    return ""
+
+
+@pytest.mark.parametrize("speed", [{"channels_last": True}, {"amp_bf16": True},
                                    {"amp_bf16": True, "channels_last": True}])
 def test_devnet_fit_and_score_with_speed_options_keep_a_high_auc(speed):
+    device = _cuda_or_cpu_refused(speed) if speed.get("amp_bf16") else "cpu"
+    if not device:
+        return  # bf16 on a CPU: refused with its reason (checked above)
     train, labels, test, test_labels = smooth_blob_split(seed=0)
-    det = tiny_devnet(**speed).fit(TrainSet(train, labels, seed=0))
+    det = tiny_devnet(**speed).fit(TrainSet(train, labels, seed=0, device=device))
     scores = det.score(test)
     assert scores.dtype == np.float32 and np.all(np.isfinite(scores))
     assert roc_auc_score(test_labels, scores) >= 0.9
