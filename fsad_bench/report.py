@@ -38,8 +38,8 @@ METRICS = ("auc_roc", "auc_pr", "pixel_auc_per_image", "pixel_auc_pooled")
 
 
 #: the two ways of counting datasets in the paper's tests: p-value (9) and p-value (23)
-LEVELS = {"per_dataset": "MVTec AD as one dataset (mean of its categories)",
-          "per_category": "each MVTec AD category as a dataset"}
+LEVELS = {"per_dataset": "a multi-category dataset such as MVTec AD as one, the mean of its categories",
+          "per_category": "each category of a multi-category dataset as a dataset"}
 SEED_SPREAD_NOTE = ("± = seed spread: population std over seeds of a dataset's AUC (an average row: of its "
                     "per-seed average); the spread over datasets is reported separately")
 

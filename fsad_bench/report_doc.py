@@ -112,7 +112,7 @@ def run_settings(folder: Path) -> list[tuple[str, str]]:
         df = store.dataframe()
 
     def values(col: str) -> str:
-        return ", ".join(str(v) for v in sorted(df[col].dropna().astype(str).unique())) or "-"
+        return ", ".join(v for v in sorted(df[col].dropna().astype(str).unique()) if v) or "-"
 
     counts = df.status.value_counts().to_dict()
     rows = [("results folder", str(folder.resolve())), ("protocols", values("protocol")),
