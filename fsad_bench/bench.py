@@ -618,7 +618,17 @@ def bench_rows(s: BenchSettings, device: str) -> list[BenchRow]:
     peaks: dict[str, tuple[float, str]] = {}
     for budget in s.budgets:
         for method in s.methods:
-            ours = _median_row([measure_method(method, budget, s, device) for _ in range(s.repeats)])
+            # ours and the reference alternate within each repeat and the ratio is the median of the
+            # per-repeat ratios: on a shared machine the speed drifts between minutes, and timing
+            # all of one pipeline and then all of the other would put the drift into the ratio
+            pairs = []
+            with tempfile.TemporaryDirectory() as tmp:
+                for _ in range(s.repeats):
+                    mine = measure_method(method, budget, s, device)
+                    theirs = (reference_throughput(method, budget, s, device, Path(tmp))
+                              if method in s.reference else None)
+                    pairs.append((mine, theirs))
+            ours = _median_row([m for m, _ in pairs])
             if cuda:
                 det, size = _detector(method, budget, s.protocol, {})
                 flops = train_flops_per_image(method, det.config, size)
@@ -633,11 +643,9 @@ def bench_rows(s: BenchSettings, device: str) -> list[BenchRow]:
                 ours.roofline = NA_CPU
             rows.append(ours)
             if method in s.reference:
-                with tempfile.TemporaryDirectory() as tmp:
-                    ref = _median_row([reference_throughput(method, budget, s, device, Path(tmp))
-                                       for _ in range(s.repeats)])
-                ours.train_ratio = ours.train_img_s / ref.train_img_s
-                ours.eval_ratio = ours.eval_img_s / ref.eval_img_s
+                ref = _median_row([r for _, r in pairs])
+                ours.train_ratio = float(np.median([m.train_img_s / r.train_img_s for m, r in pairs]))
+                ours.eval_ratio = float(np.median([m.eval_img_s / r.eval_img_s for m, r in pairs]))
                 rows.append(ref)
             print(f"  measured {method} @ {budget}: {ours.train_img_s:.1f} train img/s", file=sys.stderr)
     return rows
