@@ -70,6 +70,13 @@ def collect_parts(folder: Path, fmt: str, metric: str, compare_paper: bool
     from fsad_bench.compare import PAPER_TABLES
 
     df, not_ok = load_long(folder, metric)
+    frames = {metric: df}  # one read of the store per metric, shared by all protocols
+
+    def frame(m: str, protocol: str) -> pd.DataFrame:
+        if m not in frames:
+            frames[m] = load_long(folder, m)[0]
+        return frames[m][frames[m].protocol == protocol]
+
     fig_dir = folder / "figures"
     parts: list[Part] = []
     for protocol in sorted(df.protocol.unique()):
@@ -77,15 +84,13 @@ def collect_parts(folder: Path, fmt: str, metric: str, compare_paper: bool
         if protocol_layout(protocol) == "table4" and metric == "auc_roc":
             metrics = ["pixel_auc_per_image", "pixel_auc_pooled"]  # Table 4 is about localisation
         for m in metrics:
-            sub = load_long(folder, m)[0] if m != metric else df
-            sub = sub[sub.protocol == protocol]
+            sub = frame(m, protocol)
             parts += protocol_parts(sub, protocol, fmt, m, run_header(sub), fig_dir)
         if protocol_layout(protocol) == "table4":
             parts.append(localisation_part(folder, protocol, fmt))
         if compare_paper:
             paper_metric = PAPER_TABLES.get(protocol, (None, metric))[1]
-            sub = df if paper_metric == metric else load_long(folder, paper_metric)[0]
-            parts.append(comparison_part(sub[sub.protocol == protocol], protocol, fmt))
+            parts.append(comparison_part(frame(paper_metric, protocol), protocol, fmt))
     return parts, not_ok
 
 

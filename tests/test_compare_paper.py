@@ -67,3 +67,16 @@ def test_cli_compare_paper_from_csv(tmp_path, capsys):
     assert "1 of 2 cells agree with the paper's table2 within 2 sd; 1 differ (marked !)" in out
     line = next(x for x in out.splitlines() if x.startswith("| AITEX") and "MINNS" in x)
     assert "0.813 ± 0.030" in line and "-0.213" in line and line.rstrip(" |").endswith("!")
+
+
+def test_localisation_and_ablation_map_to_tables_4_and_5():
+    df = _frame({("mvtec", "carpet", "devnet"): [0.963] * 3, ("mvtec", "carpet", "flos"): [0.9] * 3})
+    q3 = compare(df, "q3")  # Table 4 prints no std: the sd is ours (0) floored at the rounding step
+    assert (q3.table, q3.metric) == ("table4", "pixel_auc_per_image")
+    cells = q3.cells.set_index(["category", "method"])
+    assert len(cells) == 4 and q3.agree == 1  # carpet and the MVTec mean row, for both methods
+    assert not cells.loc[("carpet", "devnet"), "differs"] and cells.loc[("carpet", "flos"), "differs"]
+    assert cells.loc[("", "devnet"), "paper_mean"] == 0.918  # Table 4's Mean row
+    ablation = _frame({("aitex", "aitex", "devnet_rep"): [0.860] * 3})
+    q4 = compare(ablation, "q4")
+    assert q4.table == "table5" and q4.cells.paper_mean.tolist() == [0.860] and q4.agree == 1

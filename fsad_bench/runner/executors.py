@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fsad_bench.errors import UserError
-from fsad_bench.runner.job import Cell, run_cell
+from fsad_bench.runner.job import Cell, failed_result, run_cell
 from fsad_bench.store import CellResult
 
 EXECUTORS = ("local", "dask", "slurm", "pbs")
@@ -163,14 +163,9 @@ def usable_cores() -> int:
 
 def died_result(cell: Cell, device: str, error: str = WORKER_DIED) -> CellResult:
     """A failed row for a cell whose worker vanished; 'failed' rows are retried by the next run."""
-    from fsad_bench import __version__
-
-    return CellResult(key=cell.key, protocol=cell.protocol, dataset=cell.dataset, category=cell.category,
-                      method=cell.method, seed=cell.seed, setting=cell.setting, budget=cell.budget,
-                      img_size=cell.img_size, status="failed", error=error, device=device,
-                      params=cell.params, weights=str(cell.params.get("weights", "")),
-                      code_version=__version__,
-                      finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    result = failed_result(cell, device, error)
+    result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return result
 
 
 # --- local worker processes -------------------------------------------------------------------

@@ -98,6 +98,16 @@ def _pixel_metrics(detector: Any, images: np.ndarray, masks: np.ndarray, test_id
     return pixel_metrics(maps, masks[test_idx], test_labels), examples
 
 
+def failed_result(cell: Cell, device: str, error: str = "") -> CellResult:
+    """The record of ``cell`` as failed; ``run_cell`` starts from it and fills it in when the cell
+    succeeds, an executor stores it as is when the cell's worker vanished."""
+    return CellResult(key=cell.key, protocol=cell.protocol, dataset=cell.dataset, category=cell.category,
+                      method=cell.method, seed=cell.seed, setting=cell.setting, budget=cell.budget,
+                      img_size=cell.img_size, status="failed", error=error, device=device,
+                      params=cell.params, weights=str(cell.params.get("weights", "")),
+                      code_version=__version__)
+
+
 def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> CellResult:
     """Run one cell; any exception is recorded as a failed result (the grid goes on).
 
@@ -107,10 +117,7 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> Cel
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
-    result = CellResult(key=cell.key, protocol=cell.protocol, dataset=cell.dataset, category=cell.category,
-                        method=cell.method, seed=cell.seed, setting=cell.setting, budget=cell.budget,
-                        img_size=cell.img_size, status="failed", device=device, params=cell.params,
-                        weights=str(cell.params.get("weights", "")), code_version=__version__)
+    result = failed_result(cell, device)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats(device)
     try:
