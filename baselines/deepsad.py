@@ -120,6 +120,8 @@ class DeepSAD(Detector):
     """Deep SAD: hypersphere of the normals, labelled anomalies pushed away (inverse distance)."""
 
     name = "deepsad"
+    display_name = "DeepSAD"
+    paper_column = "DeepSAD"
     Config = DeepSADConfig
 
 

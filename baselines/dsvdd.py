@@ -202,6 +202,8 @@ class DeepSVDD(Detector):
     """One-class Deep SVDD on the official bias-free LeNet with autoencoder pretraining."""
 
     name = "dsvdd"
+    display_name = "DSVDD"
+    paper_column = "DSVDD"
     Config = DeepSVDDConfig
     uses_labelled_anomalies = False
 

@@ -111,6 +111,8 @@ class FLOS(DevNet):
     """Focal-loss classifier on DevNet's network (imbalanced-classification baseline)."""
 
     name = "flos"
+    display_name = "FLOS"
+    paper_column = "FLOS"
     Config = FLOSConfig
 
     def build_network(self) -> nn.Module:

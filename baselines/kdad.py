@@ -194,6 +194,9 @@ class KDAD(Detector):
     """Multiresolution knowledge distillation (one-class: trained on the normal images only)."""
 
     name = "kdad"
+    display_name = "KDAD"
+    paper_column = "KDAD"
+    weights_notes = {"none": "its teacher is a fixed random VGG16, not ImageNet's"}
     Config = KDADConfig
     uses_labelled_anomalies = False
 

@@ -140,6 +140,8 @@ class MINNS(Detector):
     """Multiple-instance network (MI-Net with deep supervision) on feature-map cells."""
 
     name = "minns"
+    display_name = "MINNS"
+    paper_column = "MINNS"
     Config = MINNSConfig
 
 

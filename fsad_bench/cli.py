@@ -153,8 +153,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from fsad_bench.report import load_long_csv, protocol_report
-    from fsad_bench.report_doc import comparison_part, folder_report
+    from fsad_bench.report.document import comparison_part, folder_report
+    from fsad_bench.report.layouts import protocol_report
+    from fsad_bench.report.tables import load_long_csv
 
     if args.from_csv:
         if args.format == "html":

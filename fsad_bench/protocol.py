@@ -60,6 +60,12 @@ class ProtocolSpec:
     pixel_metrics: bool = False
     #: the report layout: "table2" | "table3" | "table4" | "table5" | "curve"
     report: str = "table2"
+    #: the setting on the x axis of a "curve" report (e.g. "n_anomaly")
+    curve_x: str | None = None
+    #: the method the report tests every other against (p-value rows); None = no p-value rows
+    reference_method: str | None = None
+    #: method -> column title in this protocol's report, overriding the detector's display name
+    display: dict[str, str] = field(default_factory=dict)
 
     def budget(self, name: str | None) -> Budget:
         name = name or self.default_budget
@@ -133,7 +139,9 @@ def _parse(raw: dict, source: str) -> ProtocolSpec:
                              for k, v in raw.get("method_settings", {}).items()},
             split_args=dict(raw.get("split_args", {})), known_classes=dict(raw.get("known_classes", {})),
             pixel_metrics=bool(raw.get("pixel_metrics", False)), report=raw.get("report", "table2"),
-            categories=dict(raw.get("categories", {})))
+            categories=dict(raw.get("categories", {})), curve_x=raw.get("curve_x"),
+            reference_method=raw.get("reference_method"),
+            display={str(k): str(v) for k, v in raw.get("display", {}).items()})
     except KeyError as exc:
         raise UserError(f"protocol {source} lacks the key {exc}") from None
     except (TypeError, ValueError, AttributeError) as exc:

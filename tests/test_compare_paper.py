@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from fsad_bench.cli import main
-from fsad_bench.compare import compare, load_published, our_cells
+from fsad_bench.report.compare import compare, load_published, our_cells
 
 
 def test_published_tables_are_complete():

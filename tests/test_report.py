@@ -8,7 +8,8 @@ import pytest
 from scipy.stats import wilcoxon
 
 from fsad_bench.cli import main
-from fsad_bench.report import build_table, load_long_csv, render
+from fsad_bench.report.render import render
+from fsad_bench.report.tables import build_table, load_long_csv
 
 # Paper Table 2 means (DevNet vs MINNS) on the 8 non-MVTec datasets plus 2 MVTec categories.
 DEVNET = {"aitex": .887, "sdd": .988, "elpv": .846, "optical": .782, "mastcam": .790, "brainmri": .958,
@@ -105,7 +106,7 @@ def _cells_frame(settings: list[dict], datasets=("synthetic",),
 
 
 def test_curve_report_and_figure(tmp_path):
-    from fsad_bench.report import protocol_report
+    from fsad_bench.report.layouts import protocol_report
 
     df = _cells_frame([{"n_anomaly": n} for n in (5, 10, 20, 40)])
     text = protocol_report(df, "q5", "markdown", "auc_roc", [], tmp_path / "fig")
@@ -118,7 +119,7 @@ def test_curve_report_and_figure(tmp_path):
 
 
 def test_open_set_table_rows_are_known_classes():
-    from fsad_bench.report import build_table, open_set_frame
+    from fsad_bench.report.tables import build_table, open_set_frame
 
     df = _cells_frame([{"known_class": k, "n_anomaly": 10} for k in ("color", "cut", "hole")],
                       datasets=("mvtec",), categories=("carpet",))
@@ -129,7 +130,7 @@ def test_open_set_table_rows_are_known_classes():
 
 
 def test_open_set_latex_has_tier_columns_and_equal_cell_counts():
-    from fsad_bench.report import protocol_report
+    from fsad_bench.report.layouts import protocol_report
 
     df = _cells_frame([{"known_class": k, "n_anomaly": 10} for k in ("color", "cut")],
                       datasets=("mvtec",), categories=("carpet", "metal_nut"))

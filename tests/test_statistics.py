@@ -9,8 +9,9 @@ import pytest
 from scipy.stats import friedmanchisquare, studentized_range
 from statsmodels.stats.multitest import multipletests
 
-from fsad_bench.report import build_table, statistics_part
-from fsad_bench.stats import average_ranks, friedman_nemenyi, holm, paired_wilcoxon
+from fsad_bench.report.layouts import statistics_part
+from fsad_bench.report.stats import average_ranks, friedman_nemenyi, holm, paired_wilcoxon
+from fsad_bench.report.tables import build_table
 
 # 8 datasets x 4 methods of mean AUCs (fixed, with a tie in the last row)
 MATRIX = pd.DataFrame(

@@ -65,6 +65,22 @@ class Detector(ABC):
     Config: ClassVar[type] = NoParams
     #: False for one-class methods that ignore labelled anomalies (documented in reports).
     uses_labelled_anomalies: ClassVar[bool] = True
+    #: how reports title the method; "" = its registered name. Not inherited (see __init_subclass__).
+    display_name: ClassVar[str] = ""
+    #: the published table column (results/paper, e.g. "DevNet") that ``--compare-paper`` sets this
+    #: method's numbers beside; None = not in the paper. Not inherited (see __init_subclass__).
+    paper_column: ClassVar[str | None] = None
+    #: weights value -> a line the report prints under tables made with it (e.g. what "none" means)
+    weights_notes: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # A subclass is another method: it must not be titled, or compared with the published numbers,
+        # as the class it derives from unless it says so itself.
+        if "display_name" not in cls.__dict__:
+            cls.display_name = ""
+        if "paper_column" not in cls.__dict__:
+            cls.paper_column = None
 
     def __init__(self, config: Any | None = None, **overrides: Any) -> None:
         self.config = config if config is not None else self.Config()

@@ -60,6 +60,8 @@ class DevNetRep(DevNet):
     """Rep: deviation loss on the representation, multivariate Gaussian reference, no scoring layer."""
 
     name = "devnet_rep"
+    display_name = "Rep"
+    paper_column = "Rep"
     Config = DevNetRepConfig
 
 
@@ -67,6 +69,8 @@ class DevNetDS(DevNet):
     """DS: holistic scalar score (pooled features -> linear unit), no top-K MIL."""
 
     name = "devnet_ds"
+    display_name = "DS"
+    paper_column = "DS"
     Config = DevNetDSConfig
 
 
@@ -74,6 +78,8 @@ class DevNetPatchDS(DevNet):
     """Patch-DS: deviation loss on every patch; image score = mean over the patches."""
 
     name = "devnet_patchds"
+    display_name = "Patch-DS"
+    paper_column = "Patch-DS"
     Config = DevNetPatchDSConfig
 
 
@@ -81,6 +87,8 @@ class DevNetAlexNet(DevNet):
     """AlexNet + DS."""
 
     name = "devnet_alexnet"
+    display_name = "AlexNet+DS"
+    paper_column = "AlexNet+DS"
     Config = DevNetAlexNetConfig
 
 
@@ -88,6 +96,8 @@ class DevNetResNet50(DevNet):
     """ResNet-50 + DS."""
 
     name = "devnet_resnet50"
+    display_name = "ResNet-50+DS"
+    paper_column = "ResNet-50+DS"
     Config = DevNetResNet50Config
 
 

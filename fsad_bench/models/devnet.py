@@ -232,6 +232,8 @@ class DevNet(Detector):
     """Deviation network with top-K multiple-instance scoring (the paper's model)."""
 
     name = "devnet"
+    display_name = "DevNet"
+    paper_column = "DevNet"
     Config = DevNetConfig
 
 

@@ -2,6 +2,8 @@
 
 A cell is (dataset, category, known class, method); category is empty for a dataset-level row (a
 single-category dataset, or a multi-category dataset's average), known class only in Table 3.
+A method is compared with the published column its detector declares (``Detector.paper_column``);
+methods that declare none, or no longer load, are not compared.
 The difference is flagged when it exceeds two standard deviations of the difference of the two
 estimates, sqrt(std_ours^2 + std_paper^2), floored at half the published rounding step (0.0005)
 so that two identical seed-free numbers are not 'different' by rounding alone.
@@ -17,18 +19,21 @@ import pandas as pd
 
 from fsad_bench.data.registry import DATASETS
 from fsad_bench.errors import UserError
+from fsad_bench.report.presentation import paper_column
 
 #: protocol -> (published table, the metric that table reports)
 PAPER_TABLES = {"q1": ("table2", "auc_roc"), "q2": ("table3", "auc_roc"),
                 "q3": ("table4", "pixel_auc_per_image"), "q4": ("table5", "auc_roc")}
 KEYS = ["dataset", "category", "known_class", "method"]
+#: how our cells meet the published ones: the same row, and the column our method declares
+PAPER_KEYS = ["dataset", "category", "known_class", "paper_column"]
 ROUNDING_FLOOR = 0.0005
 N_SD = 2.0
 
 
 def load_published(table: str) -> pd.DataFrame:
     """The transcribed numbers of one of the paper's tables (columns source, dataset, category,
-    known_class, method, metric, mean, std)."""
+    known_class, method, column, metric, mean, std; ``column`` is the paper's column title)."""
     res = resources.files("fsad_bench.published") / f"{table}.csv"
     if not res.is_file():
         raise UserError(f"no published numbers {table}.csv in results/paper; reinstall fsad-bench")
@@ -68,7 +73,8 @@ def our_cells(df: pd.DataFrame, by_known_class: bool = False) -> pd.DataFrame:
 class Comparison:
     table: str                 # the paper's table, e.g. "table2"
     metric: str
-    cells: pd.DataFrame        # KEYS + ours_mean, ours_std, paper_mean, paper_std, diff, sd, differs
+    cells: pd.DataFrame        # KEYS + paper_column, ours_mean, ours_std, paper_mean, paper_std, diff, sd,
+                               # differs
     unmatched_datasets: list[str]
 
     @property
@@ -92,7 +98,10 @@ def compare(df: pd.DataFrame, protocol: str) -> Comparison | None:
     paper = load_published(table)
     paper = paper[paper.metric == metric]
     ours = our_cells(df, by_known_class=(table == "table3"))
-    cells = ours.merge(paper[KEYS + ["mean", "std"]], on=KEYS, suffixes=("_ours", "_paper"))
+    ours["paper_column"] = ours.method.map(paper_column)
+    paper = paper.rename(columns={"column": "paper_column"})
+    cells = ours.dropna(subset=["paper_column"]).merge(paper[PAPER_KEYS + ["mean", "std"]], on=PAPER_KEYS,
+                                                       suffixes=("_ours", "_paper"))
     cells = cells.rename(columns={"mean_ours": "ours_mean", "std_ours": "ours_std",
                                   "mean_paper": "paper_mean", "std_paper": "paper_std"})
     cells["diff"] = cells.ours_mean - cells.paper_mean
@@ -114,7 +123,9 @@ def _label(dataset: str, category: str, known_class: str, table: str) -> str:
 
 
 def comparison_rows(comp: Comparison, display: dict[str, str]) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows (Data, Method, ours, paper, diff, mark) in the paper's row order."""
+    """Headers and rows (Data, Method, ours, paper, diff, mark) in the paper's row order. Method is
+    ``display``'s title, followed by the published column it is compared with where the title does
+    not already name it."""
     order = {d: i for i, d in enumerate(DATASETS)}
     cells = comp.cells.assign(_o=comp.cells.dataset.map(order).fillna(len(order)),
                               _avg=(comp.cells.category == "") & (comp.cells.known_class == ""))
@@ -123,7 +134,12 @@ def comparison_rows(comp: Comparison, display: dict[str, str]) -> tuple[list[str
     for r in cells.itertuples():
         paper = f"{r.paper_mean:.3f}" + ("" if np.isnan(r.paper_std) else f" ± {r.paper_std:.3f}")
         body.append([_label(r.dataset, r.category, r.known_class, comp.table),
-                     display.get(r.method, r.method), f"{r.ours_mean:.3f} ± {r.ours_std:.3f}", paper,
+                     _method_label(display.get(r.method, r.method), r.paper_column),
+                     f"{r.ours_mean:.3f} ± {r.ours_std:.3f}", paper,
                      f"{r.diff:+.3f}",
                      "!" if r.differs else ""])
     return ["Data", "Method", "ours", "paper", "diff", f"> {N_SD:g} sd"], body
+
+
+def _method_label(name: str, column: str) -> str:
+    return name if column in name else f"{name} = paper's {column}"

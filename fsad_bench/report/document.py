@@ -4,6 +4,7 @@ figures and the failed cells, rendered as Markdown, LaTeX, CSV or one self-conta
 
 from __future__ import annotations
 
+import html
 import json
 import platform
 from datetime import datetime, timezone
@@ -12,15 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from fsad_bench import __version__
-from fsad_bench.report import (
-    METHOD_DISPLAY,
-    Part,
-    load_long,
-    protocol_layout,
-    protocol_parts,
-    render_grid,
-    run_header,
-)
+from fsad_bench.report.compare import PAPER_TABLES, compare, comparison_rows
+from fsad_bench.report.figures import heatmap_panels, localisation_f1_curve
+from fsad_bench.report.html import build_html
+from fsad_bench.report.layouts import protocol_parts
+from fsad_bench.report.presentation import report_spec
+from fsad_bench.report.render import Part, render_grid
+from fsad_bench.report.tables import load_long, run_header
 from fsad_bench.store import ResultStore
 
 FORMATS = ("markdown", "latex", "csv", "html")
@@ -29,8 +28,6 @@ MANIFEST_NAME = "run_manifest.json"
 
 def comparison_part(df: pd.DataFrame, protocol: str, fmt: str) -> Part:
     """Ours beside the paper for one protocol (df: its rows, with the paper table's metric)."""
-    from fsad_bench.compare import compare, comparison_rows
-
     title = f"{protocol}: ours beside the paper"
     comp = compare(df, protocol)
     if comp is None:
@@ -48,8 +45,7 @@ def comparison_part(df: pd.DataFrame, protocol: str, fmt: str) -> Part:
         notes.append(f"no published numbers for: {', '.join(comp.unmatched_datasets)}")
     if comp.cells.empty:
         return Part(title, _lines(notes, fmt))
-    display = {**METHOD_DISPLAY, "devnet": "DevNet (MIL-DS)"}
-    headers, body = comparison_rows(comp, display)
+    headers, body = comparison_rows(comp, report_spec(protocol).names(comp.cells.method.unique()))
     if fmt == "csv":
         return Part(title, comp.cells.to_csv(index=False))
     return Part(title, render_grid(headers, body, fmt, notes, f"{protocol}: ours vs the paper's {comp.table}",
@@ -58,7 +54,6 @@ def comparison_part(df: pd.DataFrame, protocol: str, fmt: str) -> Part:
 
 def _lines(lines: list[str], fmt: str) -> str:
     if fmt == "html":
-        import html
         return "".join(f'<p class="note">{html.escape(s)}</p>' for s in lines)
     prefix = {"latex": "% ", "csv": "# "}.get(fmt, "> ")
     return "\n".join(prefix + s for s in lines) + "\n"
@@ -67,8 +62,6 @@ def _lines(lines: list[str], fmt: str) -> str:
 def collect_parts(folder: Path, fmt: str, metric: str, compare_paper: bool
                   ) -> tuple[list[Part], pd.DataFrame]:
     """All parts of a folder's report, and its cells that are not ok (failed / not applicable)."""
-    from fsad_bench.compare import PAPER_TABLES
-
     df, not_ok = load_long(folder, metric)
     frames = {metric: df}  # one read of the store per metric, shared by all protocols
 
@@ -80,13 +73,14 @@ def collect_parts(folder: Path, fmt: str, metric: str, compare_paper: bool
     fig_dir = folder / "figures"
     parts: list[Part] = []
     for protocol in sorted(df.protocol.unique()):
+        spec = report_spec(protocol)
         metrics = [metric]
-        if protocol_layout(protocol) == "table4" and metric == "auc_roc":
+        if spec.layout == "table4" and metric == "auc_roc":
             metrics = ["pixel_auc_per_image", "pixel_auc_pooled"]  # Table 4 is about localisation
         for m in metrics:
             sub = frame(m, protocol)
-            parts += protocol_parts(sub, protocol, fmt, m, run_header(sub), fig_dir)
-        if protocol_layout(protocol) == "table4":
+            parts += protocol_parts(sub, protocol, fmt, m, run_header(sub, spec), fig_dir)
+        if spec.layout == "table4":
             parts.append(localisation_part(folder, protocol, fmt))
         if compare_paper:
             paper_metric = PAPER_TABLES.get(protocol, (None, metric))[1]
@@ -96,12 +90,11 @@ def collect_parts(folder: Path, fmt: str, metric: str, compare_paper: bool
 
 def localisation_part(folder: Path, protocol: str, fmt: str) -> Part:
     """Figs. 4 and 5 of a localisation run."""
-    from fsad_bench.figures import heatmap_panels, localisation_f1_curve
-
+    spec = report_spec(protocol)
     with ResultStore(folder) as store:
         df = store.dataframe(with_blobs=True)
     df = df[(df.protocol == protocol) & (df.status == "ok")]
-    paths = localisation_f1_curve(df, folder / "figures") + heatmap_panels(df, folder / "figures")
+    paths = localisation_f1_curve(df, folder / "figures", spec) + heatmap_panels(df, folder / "figures", spec)
     return Part(f"{protocol}: localisation figures (Figs. 4 and 5)",
                 _lines([f"figure: {p}" for p in paths], fmt), paths)
 
@@ -155,8 +148,6 @@ def folder_report(folder: Path, fmt: str, metric: str = "auc_roc", compare_paper
     """The report of a results folder as one text in ``fmt``."""
     parts, not_ok = collect_parts(folder, fmt, metric, compare_paper)
     if fmt == "html":
-        from fsad_bench.html_report import build_html
-
         return build_html(f"fsad-bench report: {folder.name}", run_settings(folder), parts,
                           failed_cells(not_ok))
     if fmt == "csv":

@@ -16,18 +16,19 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
-from fsad_bench.report import METHOD_DISPLAY, _order_methods  # noqa: E402
-from fsad_bench.stats import RankTest  # noqa: E402
+from fsad_bench.report.presentation import ReportSpec  # noqa: E402
+from fsad_bench.report.stats import RankTest  # noqa: E402
 
 X_LABELS = {"n_anomaly": "number of labelled anomalies", "contamination": "contamination rate",
             "topk_ratio": "K (fraction of patches)"}
 
 
-def curve_figure(frame: pd.DataFrame, x: str, title: str, out_dir: Path, stem: str) -> list[Path]:
-    """One panel per dataset: mean AUC-ROC vs the setting, one line per method, seed std as error
-    bars (Figs. 6-8). Returns the PNG and PDF paths."""
+def curve_figure(frame: pd.DataFrame, x: str, title: str, out_dir: Path, stem: str, spec: ReportSpec
+                 ) -> list[Path]:
+    """One panel per dataset: mean AUC-ROC vs the setting, one line per method (``spec``'s order and
+    names), seed std as error bars (Figs. 6-8). Returns the PNG and PDF paths."""
     datasets = sorted(frame.dataset.unique())
-    methods = _order_methods(sorted(frame.method.unique()))
+    methods = spec.order(frame.method.unique())
     cols = min(4, len(datasets))
     rows = -(-len(datasets) // cols)
     width = max(3.6 * cols, 5.5)
@@ -38,7 +39,7 @@ def curve_figure(frame: pd.DataFrame, x: str, title: str, out_dir: Path, stem: s
             g = d[d.method == m].groupby("x").value
             if g.ngroups:
                 ax.errorbar(g.mean().index, g.mean().values, yerr=g.std(ddof=0).values, marker="o",
-                            capsize=3, label=METHOD_DISPLAY.get(m, m))
+                            capsize=3, label=spec.name(m))
         ax.set_title(dataset, fontsize=11)
         ax.set_xlabel(X_LABELS.get(x, x), fontsize=9)
         ax.set_ylabel("AUC-ROC", fontsize=9)
@@ -56,7 +57,7 @@ def _decode_png(b64: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
 
 
-def localisation_f1_curve(df: pd.DataFrame, out_dir: Path, stem: str = "q3_auc_vs_f1",
+def localisation_f1_curve(df: pd.DataFrame, out_dir: Path, spec: ReportSpec, stem: str = "q3_auc_vs_f1",
                           n_thresholds: int = 50) -> list[Path]:
     """Fig. 4: pixel AUC of the *detected* true anomalies vs image-level F1, over cut-off thresholds.
 
@@ -66,7 +67,7 @@ def localisation_f1_curve(df: pd.DataFrame, out_dir: Path, stem: str = "q3_auc_v
     """
     quantiles = np.linspace(0.0, 0.98, n_thresholds)
     fig, ax = plt.subplots(figsize=(5.5, 4.2))
-    for m in _order_methods(sorted(df.method.unique())):
+    for m in spec.order(df.method.unique()):
         f1s, aucs = [], []
         for r in df[df.method == m].itertuples():
             scores, labels = np.asarray(r.scores["scores"]), np.asarray(r.scores["labels"])
@@ -80,7 +81,7 @@ def localisation_f1_curve(df: pd.DataFrame, out_dir: Path, stem: str = "q3_auc_v
                 auc_row.append(hit.mean() if hit.size else np.nan)
             f1s.append(f1_row)
             aucs.append(auc_row)
-        ax.plot(np.nanmean(f1s, 0), np.nanmean(aucs, 0), marker=".", label=METHOD_DISPLAY.get(m, m))
+        ax.plot(np.nanmean(f1s, 0), np.nanmean(aucs, 0), marker=".", label=spec.name(m))
     ax.set_xlabel("image-level F1 (detection)")
     ax.set_ylabel("pixel AUC-ROC of detected anomalies")
     ax.set_title("AUC-ROC vs F1 in anomaly localisation", fontsize=11)
@@ -90,11 +91,12 @@ def localisation_f1_curve(df: pd.DataFrame, out_dir: Path, stem: str = "q3_auc_v
     return _save(fig, out_dir, stem)
 
 
-def heatmap_panels(df: pd.DataFrame, out_dir: Path, stem: str = "q3_heatmaps") -> list[Path]:
+def heatmap_panels(df: pd.DataFrame, out_dir: Path, spec: ReportSpec, stem: str = "q3_heatmaps"
+                   ) -> list[Path]:
     """Fig. 5: for each category, one example per defect class: image / ground truth / heat map per
     method (the first seed's cell of each method)."""
     first = df.sort_values("seed").drop_duplicates(["dataset", "category", "method"])
-    methods = _order_methods(sorted(first.method.unique()))
+    methods = spec.order(first.method.unique())
     columns = []  # (category, class, {method: example})
     for (_, category), g in first.groupby(["dataset", "category"], sort=True):
         per_method = {r.method: {e["class"]: e for e in r.scores.get("examples", [])} for r in g.itertuples()}
@@ -114,7 +116,7 @@ def heatmap_panels(df: pd.DataFrame, out_dir: Path, stem: str = "q3_heatmaps") -
             if ex[m]:
                 axes[2 + i, j].imshow(_decode_png(ex[m]["image"]))
                 axes[2 + i, j].imshow(_decode_png(ex[m]["map"]), cmap="jet", alpha=0.5, vmin=0, vmax=255)
-    for i, label in enumerate(["image", "ground truth"] + [METHOD_DISPLAY.get(m, m) for m in methods]):
+    for i, label in enumerate(["image", "ground truth"] + [spec.name(m) for m in methods]):
         axes[i, 0].set_ylabel(label, fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])

@@ -8,7 +8,7 @@ import base64
 import html
 from pathlib import Path
 
-from fsad_bench.report import Part
+from fsad_bench.report.render import Part
 
 _CSS = """
 body { font-family: system-ui, -apple-system, 'DejaVu Sans', sans-serif; margin: 2em auto; max-width: 1200px;
@@ -37,7 +37,7 @@ def _img(path: Path) -> str:
 
 def build_html(title: str, settings: list[tuple[str, str]], parts: list[Part],
                failed: list[tuple[str, str]]) -> str:
-    """The whole document. ``parts`` bodies are HTML fragments (report.render_grid's 'html' format);
+    """The whole document. ``parts`` bodies are HTML fragments (render_grid's 'html' format);
     their PNG figures are embedded. ``failed``: (cell, error) pairs."""
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",

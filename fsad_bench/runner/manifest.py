@@ -15,22 +15,35 @@ import platform
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fsad_bench import __version__
 from fsad_bench.protocol import ProtocolSpec
 from fsad_bench.runner.job import Cell
-
-if TYPE_CHECKING:
-    from fsad_bench.runner.runner import RunSummary
+from fsad_bench.store import CellResult
 
 MANIFEST_DIR = "manifests"
 LATEST = "run_manifest.json"
 PACKAGES = ("fsad-bench", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "pandas", "pillow",
             "scikit-image", "dask", "distributed", "dask-jobqueue")
+
+
+@dataclass
+class RunSummary:
+    """The counts of one run, written into its manifest and printed by ``fsad-bench run``."""
+
+    total: int = 0
+    skipped: int = 0
+    ok: int = 0
+    failed: list[CellResult] = field(default_factory=list)
+    not_applicable: list[CellResult] = field(default_factory=list)
+    not_run: int = 0          # cells left for the next run when the executor gave up
+    worker_deaths: int = 0    # cells whose worker process died under them (stored as failed)
+    stopped: str = ""         # why the run stopped before the end ("" = it did not)
 
 
 def _now() -> datetime:

@@ -4,31 +4,14 @@ of the store, so a killed driver or worker loses only the cells that were runnin
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
-
 from tqdm import tqdm
 
 from fsad_bench.runner.executors import ExecConfig, Execution, resolve_device
 from fsad_bench.runner.job import Cell
-from fsad_bench.store import CellResult, ResultStore
-
-if TYPE_CHECKING:
-    from fsad_bench.runner.manifest import RunManifest
+from fsad_bench.runner.manifest import RunManifest, RunSummary  # RunSummary re-exported: it lived here
+from fsad_bench.store import ResultStore
 
 __all__ = ["RunSummary", "resolve_device", "run_grid"]
-
-
-@dataclass
-class RunSummary:
-    total: int = 0
-    skipped: int = 0
-    ok: int = 0
-    failed: list[CellResult] = field(default_factory=list)
-    not_applicable: list[CellResult] = field(default_factory=list)
-    not_run: int = 0          # cells left for the next run when the executor gave up
-    worker_deaths: int = 0    # cells whose worker process died under them (stored as failed)
-    stopped: str = ""         # why the run stopped before the end ("" = it did not)
 
 
 def run_grid(cells: list[Cell], store: ResultStore, jobs: int | None = None, device: str = "auto",

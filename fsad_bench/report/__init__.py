@@ -1,0 +1,17 @@
+"""Reports from a results store: ``fsad-bench report``.
+
+The modules import only downwards, in this order (the package itself imports nothing, so importing
+one module loads only what it needs):
+
+- ``stats``: significance tests (Wilcoxon, Holm, Friedman / Nemenyi);
+- ``presentation``: method names, column order, reference method and curve axes, from the detectors'
+  declarations and the protocol spec;
+- ``tables``: long-form results -> :class:`~fsad_bench.report.tables.Table` (rows, mean ± seed std,
+  p-value rows);
+- ``render``: a table or grid as Markdown, LaTeX, HTML or CSV; ``Part``, one section of a report;
+- ``figures``: the paper's figures and the critical-difference diagram (matplotlib);
+- ``layouts``: one protocol in its paper layout (Tables 2-5, curves) with the statistics section;
+- ``compare``: our cells beside the published numbers;
+- ``html``: the self-contained HTML document;
+- ``document``: a whole results folder's report in one format.
+"""

@@ -1,0 +1,128 @@
+"""Rendering: one table (or any grid of cells) as GitHub Markdown, LaTeX (booktabs), an HTML fragment
+or long-form CSV, and :class:`Part`, one titled section of a report. Cells mark bold as ``**x**``."""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tabulate import tabulate
+
+from fsad_bench.report.tables import Row, Table
+
+
+@dataclass
+class Part:
+    """One section of a report: a title, its body in the report's format, the figures it made."""
+
+    title: str
+    body: str
+    figures: list[Path] = field(default_factory=list)
+
+
+def _best(row: Row) -> set[str]:
+    if not row.cells:
+        return set()
+    top = max(round(v[0], 3) for v in row.cells.values())
+    return {m for m, v in row.cells.items() if round(v[0], 3) == top}
+
+
+def render(table: Table, fmt: str, header_lines: list[str] | None = None, caption: str = "",
+           label: str = "") -> str:
+    """The table in ``fmt`` (markdown | latex | html | csv): mean ± seed std, best per row in bold."""
+    header_lines = header_lines or []
+    names = [table.names.get(m, m) for m in table.methods]
+    if fmt == "csv":
+        out = io.StringIO()
+        recs = [{"row": r.label, "average_row": r.is_average, "method": m, "mean": v[0], "std": v[1]}
+                for r in table.rows for m, v in r.cells.items()]
+        recs += [{"row": label, "average_row": False, "method": m, "p_value": p}
+                 for label, ps in table.pvalue_rows for m, p in ps.items() if m != table.reference]
+        pd.DataFrame(recs).to_csv(out, index=False)
+        return out.getvalue()
+    body = []
+    previous_group = None
+    for r in table.rows:
+        best = _best(r)
+        cells = []
+        for m in table.methods:
+            if m not in r.cells:
+                cells.append("-")
+                continue
+            mean, std = r.cells[m]
+            cells.append((f"**{mean:.3f}**" if m in best else f"{mean:.3f}") + f" ± {std:.3f}")
+        if table.group_headers:
+            first = ["" if r.group == previous_group else r.group, "**Mean**" if r.is_average else r.label]
+            previous_group = r.group
+        else:
+            first = [f"**{r.label}**" if r.is_average else r.label]
+        body.append(first + cells)
+    pad = [""] if table.group_headers else []
+    for row_label, ps in table.pvalue_rows:
+        body.append([row_label] + pad + [ps.get(m, "-") for m in table.methods])
+    first_headers = list(table.group_headers) if table.group_headers else ["Data"]
+    return render_grid(first_headers + names, body, fmt, header_lines + table.notes, caption, label,
+                       rule_before=len(table.rows))
+
+
+_BOLD = re.compile(r"\*\*(.+?)\*\*")
+
+
+_LATEX_SPECIAL = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "#": "\\#", "_": "\\_", "{": "\\{",
+                  "}": "\\}", "$": "\\$", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}",
+                  "±": "$\\pm$", "≥": "$\\geq$", "≤": "$\\leq$", "→": "$\\rightarrow$"}
+
+
+def _latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def latex_cell(text: str) -> str:
+    """Escape a cell for LaTeX; **x** (our bold marker) becomes \\textbf{x}."""
+    parts = _BOLD.split(text)  # odd indices are the bold parts
+    return "".join(f"\\textbf{{{_latex_escape(p)}}}" if i % 2 else _latex_escape(p)
+                   for i, p in enumerate(parts))
+
+
+def html_cell(text: str) -> str:
+    parts = _BOLD.split(text)
+    return "".join(f"<b>{html.escape(p)}</b>" if i % 2 else html.escape(p) for i, p in enumerate(parts))
+
+
+def render_grid(headers: list[str], body: list[list[str]], fmt: str, notes: list[str] | None = None,
+                caption: str = "", label: str = "", rule_before: int | None = None) -> str:
+    """One table in markdown (GitHub), LaTeX (booktabs) or an HTML fragment. Cells mark bold as **x**;
+    ``rule_before`` = index of the first body row after a mid rule (the p-value rows)."""
+    notes = notes or []
+    if fmt == "latex":
+        lines = ["% needs \\usepackage{booktabs}"] + [f"% {n}" for n in notes]
+        lines += ["\\begin{table}[t]", "\\centering"]
+        if caption:
+            lines.append(f"\\caption{{{_latex_escape(caption)}}}")
+        if label:
+            lines.append(f"\\label{{{label}}}")
+        lines += ["\\begin{tabular}{l" + "c" * (len(headers) - 1) + "}", "\\toprule",
+                  " & ".join(latex_cell(h) for h in headers) + " \\\\", "\\midrule"]
+        for i, row in enumerate(body):
+            if i == rule_before and 0 < i:
+                lines.append("\\midrule")
+            lines.append(" & ".join(latex_cell(c) for c in row) + " \\\\")
+        lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}"]
+        return "\n".join(lines) + "\n"
+    if fmt == "html":
+        head = "".join(f"<th>{html_cell(h)}</th>" for h in headers)
+        rows = []
+        for i, row in enumerate(body):
+            cls = ' class="rule"' if i == rule_before and i > 0 else ""
+            rows.append(f"<tr{cls}>" + "".join(f"<td>{html_cell(c)}</td>" for c in row) + "</tr>")
+        cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+        notes_html = "".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)
+        return (f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+                f"{notes_html}\n")
+    text = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
+    quoted = "\n".join(f"> {n}" for n in notes)
+    return f"{quoted}\n\n{text}\n" if quoted else text + "\n"
