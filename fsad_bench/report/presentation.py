@@ -33,9 +33,10 @@ def _detector(method: str) -> type[Detector] | None:
 
 
 def display_name(method: str) -> str:
-    """The detector's declared display name; else its registered name; else the stored name."""
+    """The detector's declared display name, else the name it ran under (its entry-point name or
+    dotted path, as stored; also when it no longer loads)."""
     cls = _detector(method)
-    return (cls.display_name or cls.name or method) if cls is not None else method
+    return (cls.display_name or method) if cls is not None else method
 
 
 def paper_column(method: str) -> str | None:

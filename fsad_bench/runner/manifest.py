@@ -137,7 +137,7 @@ class RunManifest:
             "status": "running",
             "start_time": self.started.isoformat(timespec="seconds"),
             "end_time": None,
-            "spec": dataclasses.asdict(spec),  # the resolved protocol spec (report_doc skips "spec*")
+            "spec": dataclasses.asdict(spec),  # the resolved protocol spec (report.document skips "spec*")
             "budget": budget,
             "methods": method_configs(cells),
             "datasets": sorted({c.dataset for c in cells}),
