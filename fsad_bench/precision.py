@@ -5,8 +5,8 @@ On Ampere and newer NVIDIA GPUs PyTorch may run float32 matrix products and conv
 float32 convolution of a ResNet-18 would be TF32 unless switched off. The authors' code is plain
 float32 and sets neither flag; the paper does not name its GPUs, so we run what float32 means on
 any GPU: true float32 (TF32 rounds every product's inputs to ~3 significant digits, and training
-compounds that). So :func:`use_true_float32` turns TF32 off in every cell, on every budget and device, and each
-result row records ``tf32: false`` in its ``info``. Faster arithmetic is a separate, recorded
+compounds that). So :func:`use_true_float32` turns TF32 off in every cell, on every budget and
+device, and each result row records ``tf32: false`` in its ``info``. Faster arithmetic is a separate, recorded
 deviation: DevNet's ``--set devnet.amp_bf16=true`` (bfloat16 autocast, CUDA only).
 
 The flags are per process; a cell sets them at its start, so a cell run after other code in the

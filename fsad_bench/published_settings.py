@@ -23,6 +23,7 @@ from importlib import resources
 from typing import Any
 
 from fsad_bench.errors import UserError
+from fsad_bench.input_size import cell_input_size
 
 SETTINGS_FILE = "settings.csv"
 
@@ -68,12 +69,14 @@ def _same(declared: str, actual: Any) -> bool:
     return text == str(actual)
 
 
-def published_settings_differ(method: str, params: Mapping[str, Any], img_size: int | None = None
-                              ) -> list[str]:
+def published_settings_differ(method: str, params: Mapping[str, Any], img_size: int | None = None,
+                              dataset: str | None = None) -> list[str]:
     """How a row's settings differ from those behind the published numbers of ``method``.
 
     ``params``: the row's resolved hyper-parameters (``CellResult.params``, the ``params`` column
-    of the store); ``img_size``: the row's image size (or an ``img_size`` key in ``params``).
+    of the store); ``img_size``: the row's image size (or an ``img_size`` key in ``params``);
+    ``dataset``: the row's dataset, for the published size of datasets fed at their native
+    resolution (Mastcam: 64 px, :mod:`fsad_bench.input_size`); without it the declared size is used.
     Returns one line per difference, e.g. ``"logit = signed (published: authors, authors' FLOS
     code)"``; an empty list means every declared setting matches. A method without published
     settings gives one line saying so (never an empty list), so it can never pass for the paper's.
@@ -86,8 +89,11 @@ def published_settings_differ(method: str, params: Mapping[str, Any], img_size: 
         values["img_size"] = img_size
     out = []
     for s in declared:
+        value = s.value
+        if s.setting == "img_size" and dataset is not None:
+            value = str(cell_input_size(dataset, int(value)))
         if s.setting not in values:
-            out.append(f"{s.setting} not recorded (published: {s.value}, {s.source})")
-        elif not _same(s.value, values[s.setting]):
-            out.append(f"{s.setting} = {values[s.setting]} (published: {s.value}, {s.source})")
+            out.append(f"{s.setting} not recorded (published: {value}, {s.source})")
+        elif not _same(value, values[s.setting]):
+            out.append(f"{s.setting} = {values[s.setting]} (published: {value}, {s.source})")
     return out

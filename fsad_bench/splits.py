@@ -116,10 +116,12 @@ def q5_split(index: CategoryIndex, n_anomaly: int, seed: int, max_anomaly: int,
     40 > 27), which the paper's Fig. 7 shows at n = 40; with this rule SDD keeps 14 test anomalies."""
     anomalies = index.where("test", anomalous=True)
     if not 0 <= n_anomaly <= max_anomaly:
-        raise UserError(f"n_anomaly={n_anomaly} must be between 0 and the largest draw max_anomaly={max_anomaly}")
+        raise UserError(f"n_anomaly={n_anomaly} must be between 0 and the largest draw "
+                        f"max_anomaly={max_anomaly}")
     if len(anomalies) - max_anomaly < min_test_anomalies:
         raise SkipCell(f"the largest draw ({max_anomaly}) would leave {len(anomalies) - max_anomaly} of the "
-                       f"{len(anomalies)} anomalies in {index.root} for testing, fewer than {min_test_anomalies}")
+                       f"{len(anomalies)} anomalies in {index.root} for testing, "
+                       f"fewer than {min_test_anomalies}")
     drawn = np.random.default_rng(seed).permutation(anomalies)[:max_anomaly]
     labelled = np.sort(drawn[:n_anomaly])
     train_idx, train_labels, test = _train_test(index, labelled, drawn)

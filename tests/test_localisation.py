@@ -108,4 +108,5 @@ def test_resize_mask_matches_opencv():
             y, x = rng.integers(0, src - 8, 2)
             h, w = rng.integers(1, max(2, src // 5), 2)
             mask[y:y + h, x:x + w] = 255
-        np.testing.assert_array_equal(resize_mask(mask, size), (cv2.resize(mask, (size, size)) > 0).astype(np.uint8))
+        authors = (cv2.resize(mask, (size, size)) > 0).astype(np.uint8)
+        np.testing.assert_array_equal(resize_mask(mask, size), authors)

@@ -28,8 +28,8 @@ def test_use_true_float32_turns_both_flags_off():
 
 
 def test_every_cell_runs_and_records_true_float32(data_root, tmp_path):
-    req = GridRequest(methods=["toy_detectors:Brightness"], datasets=["brainmri"], seeds=[0, 1], budget="smoke",
-                      data_root=data_root)
+    req = GridRequest(methods=["toy_detectors:Brightness"], datasets=["brainmri"], seeds=[0, 1],
+                      budget="smoke", data_root=data_root)
     cells, _ = build_cells(load_protocol("q1"), req)
     _allow_tf32(True)
     try:

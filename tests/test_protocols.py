@@ -14,6 +14,7 @@ from fsad_bench.data.layout import CategoryIndex, scan_category
 from fsad_bench.errors import SkipCell
 from fsad_bench.models.mil import topk_count
 from fsad_bench.protocol import load_protocol, packaged_protocols
+from fsad_bench.published_settings import published_settings_differ
 from fsad_bench.runner.generator import GridRequest, build_cells
 from fsad_bench.runner.runner import run_grid
 from fsad_bench.splits import q2_split, q5_split, q6_split
@@ -41,7 +42,8 @@ def test_q2_known_class_absent_from_test(index):
 def _index(classes: dict[str, int], n_train: int = 20, n_test_good: int = 10) -> CategoryIndex:
     """An in-memory category: ``classes`` maps each anomaly class to its number of test images."""
     index = CategoryIndex(root=Path("mem"))
-    items = [("train", "good", n_train), ("test", "good", n_test_good)] + [("test", c, n) for c, n in classes.items()]
+    items = [("train", "good", n_train), ("test", "good", n_test_good)]
+    items += [("test", c, n) for c, n in classes.items()]
     for split, cls, n in items:
         for i in range(n):
             index.files.append(f"{split}/{cls}/{i:03d}.png")
@@ -67,14 +69,16 @@ def test_q2_small_known_class_gives_all_its_images_as_dra_does():
     # the paper excludes classes of 1-5 samples
     with pytest.raises(SkipCell, match="fewer than 6"):
         q2_split(index, known_class="tiny", n_anomaly=10, seed=0)
-    assert q2_split(index, known_class="tiny", n_anomaly=10, seed=0, min_class_images=5).train_labels.sum() == 5
+    tiny = q2_split(index, known_class="tiny", n_anomaly=10, seed=0, min_class_images=5)
+    assert tiny.train_labels.sum() == 5
 
 
 def test_q2_known_classes_are_the_papers_30_sets():
     spec = load_protocol("q2")
     sets = [(ds, c) for ds, classes in spec.known_classes.items() for c in classes]
     assert len(sets) == 30  # sec. 6.6.1 and the p-value: 30 tier-2 datasets
-    printed = pd.read_csv(resources.files("fsad_bench.published") / "table3.csv").dropna(subset=["known_class"])
+    printed = pd.read_csv(resources.files("fsad_bench.published") / "table3.csv")
+    printed = printed.dropna(subset=["known_class"])
     table3 = {(c if ds == "mvtec" else ds, k) for ds, c, k in
               printed[["dataset", "category", "known_class"]].itertuples(index=False)}
     assert len(table3) == 29 and table3 <= set(sets)
@@ -181,3 +185,42 @@ def test_q2_grid_expands_classes_and_reports_impossible_cells(tmp_path):
     assert [m["n_labelled"] for m in manifests if m.get("known_class") == "barretts"] == [8]
     with ResultStore(tmp_path / "out") as store:
         assert run_grid(cells, store, progress=False).skipped == len(cells)  # none is retried
+
+
+def test_mastcam_runs_at_its_native_64_px_everywhere(tmp_path):
+    # one rule: a cell's size is its budget's, but Mastcam's 64 x 64 frames are never upsampled
+    # (the paper: "the input resolution (64 x 64)"); other datasets keep the budget's 448 px
+    root = tmp_path / "data"
+    make_tiny_dataset(root / "mastcam", category="mastcam", classes=("bedrock", "veins"), n_per_class=12,
+                      size=64)
+    make_tiny_dataset(root / "aitex", category="aitex", classes=("Nep", "Fuzzyball"), n_per_class=12)
+    methods = ["devnet", "flos", "minns", "deepsad", "kdad", "dsvdd"]
+
+    def sizes(protocol, budget, overrides=()):
+        req = GridRequest(methods=methods, datasets=["mastcam", "aitex"], seeds=[0], budget=budget,
+                          weights="none", overrides=list(overrides), data_root=root)
+        return {(c.dataset, c.method): c.img_size for c in build_cells(load_protocol(protocol), req)[0]}
+
+    for protocol in ("q1", "q2", "q5"):
+        paper = sizes(protocol, "paper")
+        assert {m: paper["mastcam", m] for m in methods} == {
+            "devnet": 64, "flos": 64, "minns": 64, "deepsad": 64, "kdad": 64, "dsvdd": 32}, protocol
+        assert {m: paper["aitex", m] for m in methods} == {
+            "devnet": 448, "flos": 448, "minns": 448, "deepsad": 448, "kdad": 128, "dsvdd": 32}, protocol
+    assert set(sizes("q1", "quick").values()) == {64, 32}   # the quick budget is at most 64 px anyway
+    assert set(sizes("q1", "smoke").values()) == {32}
+    # an explicit size is taken as asked
+    assert sizes("q1", "paper", ["devnet.img_size=448"])["mastcam", "devnet"] == 448
+    assert sizes("q1", "paper", ["devnet.img_size=448"])["mastcam", "flos"] == 64
+    # hence no K sweep on Mastcam (Fig. 6): at 64 px ResNet-18's map is 2x2 and every K is one patch
+    ksweep = load_protocol("ksweep")
+    assert "mastcam" not in ksweep.datasets
+    assert {topk_count((64 // 32) ** 2, s["topk_ratio"]) for s in ksweep.setting_grid()} == {1}
+    # and no Mastcam in the ablation (Table 5 has no Mastcam row; AlexNet needs 2 x 63 px)
+    assert "mastcam" not in load_protocol("q4").datasets
+    # the published Mastcam numbers were made at 64 px
+    def size_lines(img_size):
+        lines = published_settings_differ("flos", {"logit": "authors"}, img_size, dataset="mastcam")
+        return [line for line in lines if line.startswith("img_size")]
+
+    assert size_lines(64) == [] and size_lines(448) != []

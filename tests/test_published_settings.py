@@ -70,7 +70,8 @@ def test_missing_settings_and_unknown_methods_never_pass():
     del params["localization"]  # a row made before the setting existed
     assert published_settings_differ("kdad", params, 128) == [
         "localization not recorded (published: guided, official KDAD config (localization_method: gbp))"]
-    assert published_settings_differ("mine", {}, 64) == ["mine: the paper has no published numbers for this method"]
+    assert published_settings_differ("mine", {}, 64) == [
+        "mine: the paper has no published numbers for this method"]
 
 
 def test_every_published_method_is_declared():

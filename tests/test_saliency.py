@@ -203,7 +203,8 @@ def test_guided_relus_hand_computed_and_removed_after():
     assert grad_of(net) == pytest.approx(plain)
     with guided_relus(net):
         assert grad_of(net) == pytest.approx(guided)
-        assert net(x).item() == pytest.approx((on * (w1 @ x.detach()[0]) * w2).sum().item())  # forward unchanged
+        forward = (on * (w1 @ x.detach()[0]) * w2).sum().item()
+        assert net(x).item() == pytest.approx(forward)         # the forward pass is unchanged
     assert grad_of(net) == pytest.approx(plain)                # hooks removed
 
 
@@ -236,7 +237,8 @@ def kdad_on_smooth_textures() -> tuple[KDAD, np.ndarray, np.ndarray]:
     """KDAD trained (20 steps, random teacher) on smooth textures; test anomalies carry a bright
     8x8 square (their masks)."""
     x, y, xt, yt = smooth_blob_split(0, n_normal=40, n_anom=0, n_test=10, size=SIZE)
-    det = KDAD(weights="none", epochs=50, max_steps=20, batch_size=16, input_norm="imagenet").fit(TrainSet(x, y))
+    det = KDAD(weights="none", epochs=50, max_steps=20, batch_size=16, input_norm="imagenet")
+    det.fit(TrainSet(x, y))
     anomalies = xt[yt == 1]
     return det, anomalies, (anomalies == 250).all(-1)
 
