@@ -6,7 +6,7 @@ At test time the student-teacher discrepancy is the anomaly score: the student n
 imitate the teacher on anomalous content.
 
 Faithful to the authors' code (github.com/Niiousha12/Knowledge_Distillation_AD, read via its files
-and a line-by-line Paddle port; IMPLEMENTATION_FACTS.md "Baselines"):
+and a line-by-line Paddle port):
 
 * Teacher: torchvision VGG16 ``features`` (13 conv + 5 max-pool, no BN), eval mode, frozen (only
   the student is given to Adam; teacher features are computed without gradients).
@@ -57,16 +57,26 @@ Deviations (decisions, with why):
 * Images must be at least 32 px (VGG16's five 2x2 pools); the paper budget uses 128 px for KDAD
   as the authors do for MVTec, not the benchmark's 448 px.
 
-Localisation (``explain``, paper Q3): the authors' ``gradients_localization`` (their
-``test_functions.py``): the gradient w.r.t. the input of the image's distillation discrepancy -
-the test score, sum over pools 3..5 of (1 - cos) + lamda x MSE (``grad_calc``) - flowing through
-both the student and the teacher, on the model's own input (``input_norm``); then DevNet's
-post-processing, which is theirs too (``convert_to_grayscale``: |grad| summed over channels,
-scaled by (x - min)/(p99 - min), clipped to [0, 1]; ``gaussian_filter(sigma=4)``). Differences: the
-student is in eval mode (as their loop), images are batched (each image's discrepancy depends on
-that image only), and the teacher runs in float32 even when ``teacher_bf16`` is on (gradients
-through a bfloat16 network are too coarse; the map's score may then differ from ``score``'s in
-the third digit). sigma is 4 px at whatever size KDAD runs (their 128 px for MVTec).
+Localisation (``explain``, paper Q3), the ``localization`` field:
+
+* ``"guided"`` (default): the official default (``localization_method: 'gbp'``, their
+  ``gbp_localization`` / ``GuidedBackprop``): guided backpropagation of the image's distillation
+  discrepancy - the test score, sum over pools 3..5 of (1 - cos) + lamda x MSE (their
+  ``VanillaSaliency``) - to the input. Every ReLU of the *student* passes back only positive
+  gradients where its output was positive (:func:`fsad_bench.models.saliency.guided_relus`); the
+  teacher's ReLUs are left plain, as their hooks are registered on the student only. Then
+  ``convert_to_grayscale`` (|grad| summed over channels, (x - min)/(p99 - min) clipped to [0, 1]),
+  their min-max rescaling (a no-op after that clipping: min 0, max 1) and
+  ``gaussian_filter(sigma=4)``.
+* ``"gradient"`` (``--set kdad.localization=gradient``): their ``gradients_localization`` - the
+  plain gradient of the same discrepancy, same post-processing.
+
+Differences, none of which changes a map: the student is in eval mode (as their loop), images are
+batched (each image's discrepancy depends on that image only), and the teacher runs in float32
+even when ``teacher_bf16`` is on (gradients through a bfloat16 network are too coarse; the map's
+score may then differ from ``score``'s in the third digit). sigma is 4 px at whatever size KDAD
+runs (their 128 px for MVTec). Their degenerate-map case (p99 == min: a division by zero) is
+handled as for DevNet (:mod:`fsad_bench.models.saliency`).
 
 CPU budgets (protocols/q1.toml) are not the paper's settings: ``quick`` uses 32 px (VGG16 at 64 px
 alone costs ~9 s of CPU for a cell's 320 images), 4 epochs, batch 16, lr 3e-3 (few steps), the bf16
@@ -78,6 +88,7 @@ authors use ImageNet mean/std themselves for CIFAR-10.
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -90,7 +101,13 @@ from torchvision.models.vgg import make_layers as vgg_make_layers
 from fsad_bench.detectors.base import Detector, TrainSet
 from fsad_bench.errors import TrainingDivergedError, UserError
 from fsad_bench.models.backbones import check_weights_choice, torchvision_model
-from fsad_bench.models.saliency import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA, explain_images, frozen
+from fsad_bench.models.saliency import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_SIGMA,
+    explain_images,
+    frozen,
+    guided_relus,
+)
 from fsad_bench.models.training import normalise, seed_everything, to_uint8_tensor
 
 from .kdad_loss import kdad_loss, kdad_score
@@ -104,6 +121,8 @@ SCORE_LAYERS: tuple[str, ...] = ("pool3", "pool4", "pool5")
 #: Indices of max-pools 2..5 in torchvision's ``vgg16().features``.
 TEACHER_TAPS: tuple[int, ...] = (9, 16, 23, 30)
 INPUT_NORMS = ("unit", "imagenet")
+#: ``explain``: guided backpropagation through the student (official default) or plain gradients.
+LOCALIZATIONS = ("guided", "gradient")
 MIN_IMG_SIZE = 32
 
 
@@ -188,6 +207,8 @@ class KDADConfig:
     teacher_cache_mb: int = 2048
     #: Run the frozen teacher under bfloat16 autocast (CPU budgets: ~3x faster with AMX; not in the paper).
     teacher_bf16: bool = False
+    #: ``explain``: "guided" (guided backprop, the official default) or "gradient" (plain gradients).
+    localization: str = "guided"
 
 
 class KDAD(Detector):
@@ -210,6 +231,9 @@ class KDAD(Detector):
         if c.input_norm not in INPUT_NORMS:
             raise UserError(f"unknown input_norm {c.input_norm!r} for kdad; "
                             f"use one of {', '.join(INPUT_NORMS)}")
+        if c.localization not in LOCALIZATIONS:
+            raise UserError(f"unknown localization {c.localization!r} for kdad; "
+                            f"use one of {', '.join(LOCALIZATIONS)}")
         if c.epochs < 1 or c.batch_size < 1 or c.eval_batch_size < 1 or c.max_steps < 0:
             raise UserError("kdad needs epochs >= 1, batch_size >= 1, eval_batch_size >= 1, max_steps >= 0")
 
@@ -312,8 +336,10 @@ class KDAD(Detector):
         return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
     def explain(self, images: np.ndarray) -> np.ndarray:
-        """Gradient of the distillation discrepancy w.r.t. the input, as the authors' localisation."""
+        """Saliency of the distillation discrepancy w.r.t. the input: guided backpropagation through
+        the student (official default) or the plain gradient (``localization``)."""
         c = self.config
+        self._check_config()
         self.student.eval()
         keep = [LAYERS.index(name) for name in SCORE_LAYERS]
 
@@ -321,7 +347,8 @@ class KDAD(Detector):
             s, t = self.student(x), self.teacher(x)  # float32 teacher, with gradient to x
             return kdad_score([s[i] for i in keep], [t[i] for i in keep], c.lamda)
 
-        with frozen(self.student, self.teacher):
+        guided = guided_relus(self.student) if c.localization == "guided" else nullcontext()
+        with frozen(self.student, self.teacher), guided:
             return explain_images(discrepancy, images, self._prepare, self.device,
                                   sigma=getattr(c, "saliency_sigma", DEFAULT_SIGMA),
                                   batch_size=getattr(c, "saliency_batch_size", DEFAULT_BATCH_SIZE))

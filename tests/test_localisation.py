@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from fsad_bench.cli import main
-from fsad_bench.metrics import pixel_metrics
+from fsad_bench.data.cache import decode_mask
+from fsad_bench.metrics import pixel_metrics, resize_mask
 from fsad_bench.store import ResultStore
 
 
@@ -52,3 +54,59 @@ def test_q3_end_to_end_with_figures(data_root, tmp_path, capsys):
                  "brainmri", "--data-root", str(data_root), "--budget", "smoke", "--seeds", "0", "--out",
                  str(tmp_path / "q3b"), "--no-progress"]) == 2
     assert "has no explain()" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# masks resized as the authors' localisation does (cv2.resize INTER_LINEAR, then > 0)
+
+def test_resize_mask_hand_computed():
+    # 8 -> 2 px: INTER_LINEAR samples source x = (dx + 0.5) * 4 - 0.5 = 1.5 and 5.5, i.e. pixels 1-2
+    # and 5-6 at weight 1/2 each, and nothing else (no antialiasing)
+    mask = np.zeros((8, 8), np.uint8)
+    mask[1, 1] = 255                      # weight 1/4 at output (0, 0): kept (> 0)
+    mask[7, 7] = 255                      # never sampled: dropped
+    np.testing.assert_array_equal(resize_mask(mask, 2), [[1, 0], [0, 0]])
+    # PIL's BILINEAR widens its window when shrinking and keeps (7, 7) too; NEAREST drops (1, 1)
+    assert (np.asarray(Image.fromarray(mask).resize((2, 2), Image.BILINEAR)) > 0).sum() == 2
+    assert (np.asarray(Image.fromarray(mask).resize((2, 2), Image.NEAREST)) > 0).sum() == 0
+    # a weight below half a grey level rounds to 0 in the authors' uint8 result
+    faint = np.zeros((8, 8), np.float32)
+    faint[1, 1] = 1.9                     # 1.9 / 4 = 0.475 < 0.5
+    assert resize_mask(faint, 2).sum() == 0
+    # same size: the mask itself; larger: every pixel the defect reaches
+    np.testing.assert_array_equal(resize_mask(mask, 8), mask > 0)
+    assert resize_mask(mask, 16)[1:5, 1:5].all() and resize_mask(mask, 16).dtype == np.uint8
+
+
+def test_decoded_masks_keep_a_thin_defect_and_per_image_auc_counts_it(tmp_path):
+    # a 1-px scratch on an even column of a 64 px mask: NEAREST to 32 px samples the odd columns
+    # only and loses it (the old cache: an empty mask, so the anomaly silently left the per-image
+    # mean); the authors' bilinear > 0 keeps it as column 5 (source columns 10-11, rows 8-39)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[8:40, 10] = 255
+    path = tmp_path / "000_mask.png"
+    Image.fromarray(mask).save(path)
+    decoded = decode_mask(path, 32)
+    assert (np.asarray(Image.fromarray(mask).resize((32, 32), Image.NEAREST)) > 0).sum() == 0
+    assert set(np.flatnonzero(decoded.any(axis=0))) == {5}
+    assert decoded[4:20, 5].all() and decoded.sum() == 16
+    maps = np.zeros((2, 32, 32))
+    maps[0, :, 5] = 1.0                                     # a map that finds the scratch
+    maps[1] = np.random.default_rng(0).random((32, 32))
+    masks = np.stack([decoded, np.zeros_like(decoded)])
+    masks[1, 0, 0] = 1
+    m = pixel_metrics(maps, masks, np.array([1, 1]))
+    assert len([v for v in m["pixel_auc_each"] if v is not None]) == 2 and m["pixel_auc_each"][0] > 0.9
+
+
+def test_resize_mask_matches_opencv():
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(1)
+    for src, size in ((1024, 448), (700, 448), (128, 448), (900, 64), (33, 32)):
+        mask = np.zeros((src, src), np.uint8)
+        for _ in range(4):
+            y, x = rng.integers(0, src - 8, 2)
+            h, w = rng.integers(1, max(2, src // 5), 2)
+            mask[y:y + h, x:x + w] = 255
+        authors = (cv2.resize(mask, (size, size)) > 0).astype(np.uint8)
+        np.testing.assert_array_equal(resize_mask(mask, size), authors)

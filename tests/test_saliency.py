@@ -6,18 +6,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import blob_image, separable_set
+from conftest import blob_image, separable_set, smooth_blob_split
 from scipy.ndimage import gaussian_filter
 
 from fsad_baselines.flos import FLOS
-from fsad_baselines.kdad import KDAD
+from fsad_baselines.kdad import KDAD, LAYERS, SCORE_LAYERS
+from fsad_baselines.kdad_loss import kdad_score
 from fsad_baselines.minns import MINNS
 from fsad_bench.detectors.base import TrainSet
+from fsad_bench.errors import UserError
 from fsad_bench.models.devnet import DevNet
 from fsad_bench.models.saliency import (
     explain_images,
     frozen,
     gradient_saliency,
+    guided_relus,
     postprocess_saliency,
     scaled_sigma,
 )
@@ -175,3 +178,116 @@ def test_kdad_explain(train_set):
     assert not any(p.requires_grad for p in det.teacher.parameters())
     assert all(p.requires_grad for p in det.student.parameters())
     assert det.explain(images[:0]).shape == (0, SIZE, SIZE)
+
+
+# ----------------------------------------------------------------------------------------------
+# guided backpropagation (KDAD's official localisation)
+
+def test_guided_relus_hand_computed_and_removed_after():
+    # score = w2 . relu(W1 x): plain gradient W1^T [(W1 x > 0) * w2], guided W1^T [(W1 x > 0) * max(w2, 0)]
+    lin1, lin2 = torch.nn.Linear(3, 4, bias=False), torch.nn.Linear(4, 1, bias=False)
+    with torch.no_grad():
+        lin1.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 1.0, 1.0]]))
+        lin2.weight.copy_(torch.tensor([[2.0, -3.0, 0.5, -1.0]]))
+    net = torch.nn.Sequential(lin1, torch.nn.ReLU(inplace=True), lin2)
+    x = torch.tensor([[1.0, 2.0, -1.0]], requires_grad=True)   # W1 x = (1, 2, -1, 2): unit 3 is off
+
+    def grad_of(model):
+        (g,) = torch.autograd.grad(model(x).sum(), x)
+        return g[0].tolist()
+
+    on = torch.tensor([1.0, 1.0, 0.0, 1.0])
+    w1, w2 = lin1.weight.detach(), lin2.weight.detach()[0]
+    plain = (w1.T @ (on * w2)).tolist()                        # (1, -4, -1)
+    guided = (w1.T @ (on * w2.clamp(min=0))).tolist()          # (2, 0, 0)
+    assert grad_of(net) == pytest.approx(plain)
+    with guided_relus(net):
+        assert grad_of(net) == pytest.approx(guided)
+        forward = (on * (w1 @ x.detach()[0]) * w2).sum().item()
+        assert net(x).item() == pytest.approx(forward)         # the forward pass is unchanged
+    assert grad_of(net) == pytest.approx(plain)                # hooks removed
+
+
+def _official_style_guided_copy(student: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``student`` with KDAD's official GuidedBackprop hooks: each ReLU (made out of place)
+    records its output in the forward pass and, in the backward pass, returns
+    (output > 0) * clamp(grad_in, min=0), as their ``relu_backward_hook_function``."""
+    import copy
+
+    twin = copy.deepcopy(student)
+    outputs = []
+
+    def forward_hook(_m, _i, out):
+        outputs.append(out)
+
+    def backward_hook(_m, grad_in, _grad_out):
+        out = outputs.pop()
+        return ((out > 0).to(grad_in[0].dtype) * torch.clamp(grad_in[0], min=0.0),)
+
+    for m in twin.modules():
+        if isinstance(m, torch.nn.ReLU):
+            m.inplace = False
+            m.register_forward_hook(forward_hook)
+            m.register_full_backward_hook(backward_hook)
+    return twin
+
+
+@pytest.fixture(scope="module")
+def kdad_on_smooth_textures() -> tuple[KDAD, np.ndarray, np.ndarray]:
+    """KDAD trained (20 steps, random teacher) on smooth textures; test anomalies carry a bright
+    8x8 square (their masks)."""
+    x, y, xt, yt = smooth_blob_split(0, n_normal=40, n_anom=0, n_test=10, size=SIZE)
+    det = KDAD(weights="none", epochs=50, max_steps=20, batch_size=16, input_norm="imagenet")
+    det.fit(TrainSet(x, y))
+    anomalies = xt[yt == 1]
+    return det, anomalies, (anomalies == 250).all(-1)
+
+
+def test_kdad_guided_backprop_matches_the_official_hooks(kdad_on_smooth_textures):
+    det, images, _ = kdad_on_smooth_textures
+    images = images[:3]
+    keep = [LAYERS.index(name) for name in SCORE_LAYERS]
+    twin = _official_style_guided_copy(det.student).eval()
+
+    def discrepancy(student):
+        def fn(x):
+            s, t = student(x), det.teacher(x)
+            return kdad_score([s[i] for i in keep], [t[i] for i in keep], det.config.lamda)
+        return fn
+
+    x = det._prepare(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous())
+    with frozen(det.student, det.teacher):
+        with guided_relus(det.student):
+            ours = gradient_saliency(discrepancy(det.student), x)
+        plain = gradient_saliency(discrepancy(det.student), x)
+    with frozen(twin, det.teacher):
+        official = gradient_saliency(discrepancy(twin), x, batch_size=1)  # their loop: one image at a time
+    np.testing.assert_allclose(ours, official, rtol=1e-4, atol=1e-7)
+    assert not np.allclose(ours, plain, rtol=1e-2)  # the gating changes the map
+    # the default explain() is the guided one, post-processed as DevNet's
+    np.testing.assert_allclose(det.explain(images), postprocess_saliency(ours, sigma=4.0), atol=1e-5)
+
+
+def test_kdad_guided_saliency_peaks_on_the_planted_defect(kdad_on_smooth_textures):
+    det, images, masks = kdad_on_smooth_textures
+    assert det.config.localization == "guided"
+    maps = det.explain(images)
+    _check_maps(maps, len(images))
+    inside = np.array([m[k].mean() for m, k in zip(maps, masks)])
+    outside = np.array([m[~k].mean() for m, k in zip(maps, masks)])
+    assert (inside > outside).sum() >= 9, (inside, outside)
+    assert inside.mean() > 1.5 * outside.mean()
+    assert sum(k.flat[m.argmax()] for m, k in zip(maps, masks)) >= 8
+    det.config.localization = "gradient"   # plain gradients: still valid maps, a different map
+    try:
+        plain = det.explain(images)
+    finally:
+        det.config.localization = "guided"
+    _check_maps(plain, len(images))
+    assert not np.allclose(plain, maps, atol=1e-3)
+    det.config.localization = "gbp"
+    try:
+        with pytest.raises(UserError, match="localization"):
+            det.explain(images)
+    finally:
+        det.config.localization = "guided"

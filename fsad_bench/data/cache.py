@@ -19,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from fsad_bench.data.layout import CategoryIndex
 from fsad_bench.errors import DataError
+from fsad_bench.metrics import resize_mask
 from fsad_bench.paths import cache_dir
 
 #: Counts decodes in this process; tests use it to prove the cache is hit.
@@ -53,15 +54,16 @@ def decode_image(path: Path, size: int) -> np.ndarray:
 
 
 def decode_mask(path: Path, size: int) -> np.ndarray:
+    """Binary uint8 (size, size) mask, resized as the authors' localisation does (bilinear, > 0)."""
     try:
-        img = Image.open(path).convert("L").resize((size, size), Image.NEAREST)
+        grey = np.asarray(Image.open(path).convert("L"))
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(f"cannot read mask {path}: {exc}; replace or delete the file") from None
-    return (np.asarray(img) > 0).astype(np.uint8)
+    return resize_mask(grey, size)
 
 
 def _fingerprint(index: CategoryIndex, size: int) -> str:
-    h = hashlib.sha256(f"v1|{size}".encode())
+    h = hashlib.sha256(f"v2|{size}".encode())  # v2: masks resized as the authors' (bilinear, > 0)
     for rel in index.files + [m for m in index.masks if m]:
         st = (index.root / rel).stat()
         h.update(f"|{rel}|{st.st_size}|{st.st_mtime_ns}".encode())

@@ -1,6 +1,6 @@
 """Gradient saliency maps (the paper's Eq. 9, Q3 localisation), as in the authors' code.
 
-DevNet's ``localization.py`` (IMPLEMENTATION_FACTS.md, "Localisation"):
+DevNet's ``localization.py`` (the authors' code):
 
 1. the model in eval mode scores the *normalised* input tensor at the cell's image size (448 px in
    the paper), and the image score is back-propagated to the input: ``d score / d x``;
@@ -9,8 +9,10 @@ DevNet's ``localization.py`` (IMPLEMENTATION_FACTS.md, "Localisation"):
 3. ``scipy.ndimage.gaussian_filter(sigma=4)`` (scipy's default ``truncate=4``, so a 33x33 kernel;
    the paper's text says "a 16x16 sliding Gaussian kernel with sigma = 4" - we follow the code).
 
-KDAD's official localisation (``test_functions.gradients_localization``) is the same recipe with
-its distillation discrepancy in place of the score; see :meth:`fsad_baselines.kdad.KDAD.explain`.
+KDAD's official localisation is the same recipe with its distillation discrepancy in place of the
+score, by default through *guided backpropagation* (their ``localization_method: 'gbp'``): every ReLU
+of the student passes back only positive gradients, and only where its output was positive
+(:func:`guided_relus`); see :meth:`fsad_baselines.kdad.KDAD.explain`.
 
 Differences from the authors' loop, none of which changes a map:
 
@@ -66,6 +68,41 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
     finally:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
+
+
+class _GuidedGate(torch.autograd.Function):
+    """Identity in the forward pass; in the backward pass the guided-backpropagation rule for the
+    ReLU whose output it receives: only positive gradients, only where that output is positive."""
+
+    @staticmethod
+    def forward(ctx, relu_out: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(relu_out)
+        return relu_out.clone()  # a new tensor: the ReLU may be in place, its output must stay intact
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        (relu_out,) = ctx.saved_tensors
+        return grad.clamp(min=0) * (relu_out > 0)
+
+
+@contextmanager
+def guided_relus(*modules: nn.Module) -> Iterator[None]:
+    """Guided backpropagation (Springenberg et al., 2015) through every ``nn.ReLU`` of ``modules``
+    inside the block (hooks removed after).
+
+    The gradient that leaves a ReLU towards its input becomes ``(out > 0) * max(grad_out, 0)``
+    instead of ``(out > 0) * grad_out``: KDAD's official ``GuidedBackprop`` rule, which it hooks on
+    the student's ReLUs (``relu_backward_hook_function``). Done with a forward hook that passes each
+    ReLU's output through :class:`_GuidedGate`, because module backward hooks refuse in-place
+    ReLUs in current PyTorch. Functional ReLUs (``F.relu``) are not affected.
+    """
+    handles = [m.register_forward_hook(lambda _module, _inputs, out: _GuidedGate.apply(out))
+               for module in modules for m in module.modules() if isinstance(m, nn.ReLU)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def gradient_saliency(score_fn: Callable[[torch.Tensor], torch.Tensor], x_normalised: torch.Tensor,

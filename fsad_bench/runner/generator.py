@@ -17,6 +17,7 @@ from fsad_bench.data.layout import scan_category
 from fsad_bench.data.registry import categories, dataset_dir, info, is_present
 from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import UserError
+from fsad_bench.input_size import cell_input_size, img_size_is_explicit
 from fsad_bench.models.backbones import ensure_weights
 from fsad_bench.protocol import ProtocolSpec
 from fsad_bench.runner.job import Cell
@@ -124,6 +125,9 @@ def build_cells(spec: ProtocolSpec, req: GridRequest) -> tuple[list[Cell], list[
                 swept = {k: v for k, v in setting.items() if k in spec.method_settings}
                 for method in methods:
                     img_size, params = per_method[method]
+                    # Mastcam is never upsampled (its native 64 px, as the paper's); see input_size
+                    img_size = cell_input_size(dataset, img_size,
+                                               img_size_is_explicit(parse_overrides(req.overrides), method))
                     for seed in seeds:
                         cells.append(Cell(
                             spec.name, spec.split, dataset, category, method, seed, setting, budget,

@@ -27,6 +27,7 @@ from fsad_bench.detectors.base import TrainSet
 from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import SkipCell, UserError
 from fsad_bench.metrics import image_metrics, pixel_metrics
+from fsad_bench.precision import use_true_float32
 from fsad_bench.splits import SPLIT_RULES
 from fsad_bench.store import CellResult
 
@@ -116,6 +117,7 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> Cel
     """
     if threads:
         torch.set_num_threads(threads)
+    precision = use_true_float32()  # TF32 off on every budget and device; recorded in the row's info
     start = time.perf_counter()
     result = failed_result(cell, device)
     if device.startswith("cuda"):
@@ -144,7 +146,7 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> Cel
         result.scores = {"scores": scores.round(6).tolist(), "labels": split.test_labels.tolist()}
         if cell.pixel_metrics:
             result.scores["examples"] = examples
-        result.info = detector.info
+        result.info = {**detector.info, **precision}
         result.status = "ok"
     except SkipCell as exc:
         result.status, result.error = "skipped", str(exc)
