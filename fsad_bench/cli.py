@@ -10,10 +10,14 @@ import argparse
 import sys
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fsad_bench import __version__
 from fsad_bench.data.cli_data import add_data_parser, cmd_data
 from fsad_bench.errors import UserError
+
+if TYPE_CHECKING:
+    from fsad_bench.api import RunRequest
 
 
 def _csv_list(text: str) -> list[str]:
@@ -55,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, default=None, help="results folder (default results/<protocol>)")
     r.add_argument("--data-root", type=Path, default=None, help="folder holding the real datasets")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the grid (cells by dataset x method), what the store already holds and an "
+                        "estimated time; run nothing, write nothing")
+    r.add_argument("--mlflow", default=None, metavar="URI",
+                   help="also log each stored cell as an MLflow run (a tracking URI, or a folder for a "
+                        "local file store); needs pip install \"fsad-bench[mlflow]\"")
+    r.add_argument("--mlflow-experiment", default=None, metavar="NAME",
+                   help="MLflow experiment (default: 'fsad-bench PROTOCOL /abs/out/folder')")
     cl = r.add_argument_group("batch jobs (--executor slurm | pbs, through dask-jobqueue)")
     cl.add_argument("--queue", default=None, help="SLURM partition / PBS queue")
     cl.add_argument("--account", default=None, help="account (project) charged for the jobs")
@@ -104,46 +116,30 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from fsad_bench.paths import default_results_dir
-    from fsad_bench.protocol import load_protocol
-    from fsad_bench.runner.executors import ClusterOptions, ExecConfig, Execution
-    from fsad_bench.runner.generator import GridRequest, build_cells
-    from fsad_bench.runner.manifest import RunManifest
-    from fsad_bench.runner.runner import run_grid
-    from fsad_bench.store import ResultStore
+def run_request(args: argparse.Namespace) -> RunRequest:
+    """The parsed ``run`` arguments as the API's RunRequest (every flag passes through here)."""
+    from fsad_bench.api import RunRequest
+    from fsad_bench.runner.executors import ClusterOptions, ExecConfig
 
-    spec = load_protocol(args.protocol)
     execution = ExecConfig(args.executor, args.jobs, args.device, args.cells_per_gpu, args.scheduler,
                            ClusterOptions(args.queue, args.account, args.gpus_per_job, args.walltime,
                                           args.cluster_jobs, args.cores, args.memory))
-    execution.validate()  # before any cell is built or the store touched
-    req = GridRequest(args.methods, args.datasets, args.seeds, args.budget, args.weights,
-                      args.overrides, args.data_root)
-    cells, missing = build_cells(spec, req)
-    if missing:
-        used = sorted({c.dataset for c in cells})
-        print(f"datasets not present under the data root: {', '.join(missing)}; running on "
-              f"{', '.join(used)} ('fsad-bench list' says how to prepare them)", file=sys.stderr)
-    out = args.out or default_results_dir(spec.name)
-    budget = spec.budget(args.budget)
-    print(f"protocol {spec.name}, budget {budget.name} ({budget.description}); {len(cells)} cells -> {out}",
-          file=sys.stderr)
-    manifest = RunManifest(out, getattr(args, "argv", None) or sys.argv, spec, cells, budget.name)
-    executor = Execution(execution)  # connects to a cluster: an unreachable one fails before the store
-    try:
-        with ResultStore(out) as store:
-            summary = run_grid(cells, store, progress=not args.no_progress, execution=executor,
-                               manifest=manifest)
-    finally:
-        executor.close()
-    print(f"{summary.ok} cells ran ok, {summary.skipped} already finished, {len(summary.failed)} failed, "
-          f"{len(summary.not_applicable)} not applicable; "
-          f"results in {out} ('fsad-bench report {out}')", file=sys.stderr)
-    if summary.worker_deaths or summary.stopped:
-        print(f"{summary.worker_deaths} cell(s) lost their worker process"
-              + (f"; {summary.stopped}" if summary.stopped else "")
-              + ": finished cells are stored, rerun the same command to run the rest", file=sys.stderr)
+    return RunRequest(protocol=args.protocol, methods=args.methods, datasets=args.datasets, seeds=args.seeds,
+                      budget=args.budget, weights=args.weights, overrides=args.overrides,
+                      data_root=args.data_root, out=args.out, execution=execution,
+                      progress=not args.no_progress, mlflow=args.mlflow,
+                      mlflow_experiment=args.mlflow_experiment, argv=getattr(args, "argv", None) or sys.argv)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from fsad_bench.api import execute, plan
+
+    req = run_request(args)
+    if args.dry_run:
+        sys.stdout.write(plan(req).text())
+        return 0
+    outcome = execute(req)
+    summary = outcome.summary
     if summary.stopped:
         return 1
     user_errors = [f for f in summary.failed if f.user_error]
@@ -180,7 +176,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from fsad_bench.data.registry import DATASETS, dataset_dir, is_present
+    from fsad_bench.data.registry import all_datasets, dataset_dir, is_present
     from fsad_bench.detectors.registry import available_detectors
     from fsad_bench.paths import data_root
     from fsad_bench.protocol import load_protocol, packaged_protocols
@@ -200,12 +196,19 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:10s} {spec.title}  (budgets: {', '.join(spec.budgets)})")
     root = data_root(args.data_root)
     print(f"datasets (data root {root}):")
-    for name, info in DATASETS.items():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        datasets = all_datasets(args.data_root)
+    for name, info in datasets.items():
         if name == "synthetic":
             print(f"  {name:12s} present (embedded, generated on first use)")
             continue
-        state = "present" if is_present(name, args.data_root) else "missing"
-        print(f"  {name:12s} {state:8s} {dataset_dir(name, args.data_root)}  source: {info.source}")
+        present = is_present(name, args.data_root)
+        where = dataset_dir(name, args.data_root) if present or info.kind != "plugin" else "(plugin)"
+        origin = f"source: {info.source}" if info.kind == "builtin" else f"{info.kind} dataset: {info.source}"
+        print(f"  {name:12s} {'present' if present else 'missing':8s} {where}  {origin}")
+    for w in caught:
+        print(f"  WARNING: {w.message}")
     return 0
 
 

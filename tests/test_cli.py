@@ -42,7 +42,7 @@ def test_run_and_report_end_to_end(tmp_path, cli_env):
     (["run", "--methods", "devnet", "--set", "nonsense=1"], "no method in this run has"),
     (["run", "--methods", "devnet", "--set", "devnet.epochs=many"], "bad value 'many' for epochs"),
     (["run", "--methods", "devnet", "--set", "devnet.nonsense=1"], "unknown hyper-parameter 'nonsense'"),
-    (["run", "--methods", "no.such.module:Cls"], "cannot load detector"),
+    (["run", "--methods", "no.such.module:Cls"], "cannot import detector"),
     (["run", "--methods", "devnet", "--jobs", "0"], "--jobs must be >= 1"),
     (["report", "/nonexistent/folder"], "no results store"),
 ])

@@ -1,4 +1,4 @@
-"""``fsad-bench data list | prepare | verify | download``: the real datasets on this machine.
+"""``fsad-bench data list | prepare | verify | download | add | remove``: the datasets on this machine.
 
 Wired into the main parser with ``add_data_parser(subparsers)`` and dispatched with ``cmd_data(args)``.
 The data root is ``--data-root`` (alias ``--root``), then ``$FSAD_DATA``, then the per-user default.
@@ -17,9 +17,10 @@ VERIFY_SIZE = 32  # decode_image's output size during verify (every file is stil
 
 
 def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    d = subparsers.add_parser("data", help="list, prepare, verify and download the nine real datasets",
-                              description="The paper's nine real datasets in the canonical (MVTec AD) "
-                                          "layout.")
+    d = subparsers.add_parser("data", help="list, prepare, verify and download the nine real datasets; "
+                                           "add your own",
+                              description="The paper's nine real datasets and your own, in the canonical "
+                                          "(MVTec AD) layout.")
     sub = d.add_subparsers(dest="data_command", required=True)
 
     def root_arg(p: argparse.ArgumentParser) -> None:
@@ -47,6 +48,32 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     dl.add_argument("--seed", type=int, default=0)
     dl.add_argument("--no-prepare", action="store_true", help="only download and extract")
     root_arg(dl)
+
+    ad = sub.add_parser("add", help="register your own dataset: an MVTec-layout folder (--path) or plain "
+                                    "folders of normal / abnormal images (--normal ...)",
+                        description="Register a dataset under NAME for every protocol. Either --path DIR "
+                                    "(already in the MVTec AD layout; nothing is copied) or --normal DIR "
+                                    "[--abnormal DIR] [--masks DIR] [--test-normal DIR] (copied into "
+                                    "DATA_ROOT/NAME in the layout). Registrations are kept in "
+                                    "DATA_ROOT/fsad-datasets.json.")
+    ad.add_argument("name", help="dataset name (letters, digits, '_' and '-'); must not be taken")
+    ad.add_argument("--path", type=Path, default=None,
+                    help="a folder in the MVTec AD layout: DIR/<category>/train/good, test/good, "
+                         "test/<defect>[, ground_truth/<defect>/<stem>_mask.png], or one category folder")
+    ad.add_argument("--normal", type=Path, default=None, help="normal images (split 75/25 train/test)")
+    ad.add_argument("--abnormal", type=Path, default=None,
+                    help="abnormal images; sub-folders are defect classes, a flat folder is class 'anomaly'")
+    ad.add_argument("--masks", type=Path, default=None,
+                    help="masks of abnormal images, matched by file stem (<stem>.* or <stem>_mask.*)")
+    ad.add_argument("--test-normal", type=Path, default=None,
+                    help="test normals (then every --normal image is a training normal)")
+    ad.add_argument("--seed", type=int, default=0, help="seed of the 75/25 split of --normal (default 0)")
+    ad.add_argument("--display", default=None, help="name in report tables (default: NAME)")
+    root_arg(ad)
+
+    rm = sub.add_parser("remove", help="unregister a dataset added with 'data add' (files are kept)")
+    rm.add_argument("name")
+    root_arg(rm)
     return d
 
 
@@ -73,7 +100,15 @@ def _summary(cat_dir: Path) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from fsad_bench.data.download import SOURCES
-    from fsad_bench.data.registry import DATASETS, REAL_DATASETS, categories, dataset_dir, is_present
+    from fsad_bench.data.registry import (
+        DATASETS,
+        REAL_DATASETS,
+        all_datasets,
+        categories,
+        dataset_dir,
+        is_present,
+        registry_file,
+    )
     from fsad_bench.paths import data_root
 
     root = data_root(args.data_root)
@@ -93,6 +128,19 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"    source: {s.page}  licence: {s.licence}")
         if not present:
             print(f"    how: {s.how}")
+    own = {n: d for n, d in all_datasets(root).items() if d.kind != "builtin"}
+    print(f"your datasets ('fsad-bench data add'; registry {registry_file(root)}):" if own else
+          "your datasets: none ('fsad-bench data add NAME --path DIR' or '--normal DIR --abnormal DIR')")
+    for name, d in own.items():
+        present = is_present(name, root)
+        folder = dataset_dir(name, root) if d.kind == "user" or present else "?"
+        print(f"{name:12s} {'present' if present else 'missing':8s} {folder}  [{d.display}] ({d.kind})")
+        for cat in categories(name, root) if present else []:
+            try:
+                text = _summary(Path(folder) / cat)
+            except DataError as exc:
+                text = f"malformed: {exc}"
+            print(f"    {cat}: {text}")
     return 0
 
 
@@ -231,7 +279,59 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-DATA_COMMANDS = {"list": cmd_list, "prepare": cmd_prepare, "verify": cmd_verify, "download": cmd_download}
+def cmd_add(args: argparse.Namespace) -> int:
+    """Register ``args.name``: validate an MVTec-layout --path, or build the layout from --normal ..."""
+    from fsad_bench.data.folder import FolderSources, build_from_folders, check_layout
+    from fsad_bench.data.registry import check_new_name, register_user_dataset
+    from fsad_bench.paths import data_root
+
+    root = data_root(args.data_root)
+    check_new_name(args.name, root)  # before anything is read or written
+    folder_flags = [f for f in ("normal", "abnormal", "masks", "test_normal") if getattr(args, f) is not None]
+    if args.path is not None and folder_flags:
+        raise UserError(f"give either --path (an MVTec-layout folder) or --normal/--abnormal/--masks/"
+                        f"--test-normal, not both (got --path and --{folder_flags[0].replace('_', '-')})")
+    if args.path is None and args.normal is None:
+        raise UserError("data add needs --path DIR (an MVTec-layout folder) or --normal DIR (plain folders)")
+    if args.path is not None:
+        layout = check_layout(args.path)
+        warnings, folder, cats = layout.warnings, layout.folder, layout.categories
+        source = f"registered MVTec-layout folder {args.path}"
+    else:
+        target = root / args.name
+        if target.exists():
+            raise UserError(f"{target} exists already; remove it or choose another name (data add builds "
+                            "the dataset there)")
+        src = FolderSources(args.normal, args.abnormal, args.masks, args.test_normal, args.seed)
+        print(f"building {args.name} from {args.normal}" + (f" + {args.abnormal}" if args.abnormal else "")
+              + f" -> {target}", file=sys.stderr)
+        folder, conv = build_from_folders(args.name, root, src)
+        warnings, cats = conv.warnings, None
+        source = "built by 'fsad-bench data add' from " + ", ".join(
+            f"--{f.replace('_', '-')} {getattr(args, f)}" for f in folder_flags)
+    for w in warnings:
+        print(f"  warning: {w}", file=sys.stderr)
+    registry = register_user_dataset(args.name, args.display or args.name, folder, root, cats, source)
+    for cat in cats or sorted(d.name for d in folder.iterdir() if (d / "train" / "good").is_dir()):
+        print(f"{args.name}/{cat}: {_summary(folder / cat)}")
+    print(f"{args.name} registered in {registry}; run it with 'fsad-bench run --datasets {args.name}'",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from fsad_bench.data.registry import remove_user_dataset
+    from fsad_bench.paths import data_root
+
+    root = data_root(args.data_root)
+    gone = remove_user_dataset(args.name, root)
+    folder = Path(gone.path) if Path(gone.path).is_absolute() else root / gone.path
+    print(f"{args.name} unregistered; its files are still in {folder}", file=sys.stderr)
+    return 0
+
+
+DATA_COMMANDS = {"list": cmd_list, "prepare": cmd_prepare, "verify": cmd_verify, "download": cmd_download,
+                 "add": cmd_add, "remove": cmd_remove}
 
 
 def cmd_data(args: argparse.Namespace) -> int:

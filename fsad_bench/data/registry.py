@@ -1,29 +1,64 @@
-"""Known datasets: the embedded ``synthetic`` one and the paper's nine real ones.
+"""Datasets: the built-in ones (embedded ``synthetic`` and the paper's nine), the user's own, plugins.
 
-A real dataset ``NAME`` is present when ``DATA_ROOT/NAME`` holds at least one category folder in
-the canonical layout. ``synthetic`` is generated into the cache folder on first use.
+* **Built-in.** A real dataset ``NAME`` is present when ``DATA_ROOT/NAME`` holds at least one category
+  folder in the canonical (MVTec AD) layout. ``synthetic`` is generated into the cache on first use.
+* **User datasets** (``fsad-bench data add``) are listed in ``DATA_ROOT/fsad-datasets.json``: name,
+  display name, folder (relative to the data root when it lies inside it) and optionally the
+  categories to use. The file lives beside the data, so every process that sees the data root
+  (worker processes, dask workers) sees the same registrations.
+* **Plugins**: the entry-point group ``fsad_bench.datasets``; each entry point names a
+  :class:`DatasetInfo` whose ``locate`` returns the dataset folder (see README, "Your own data").
+
+Names are unique across the three kinds (case-insensitively): a clash is an error, never a silent
+choice of one of them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import os
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import entry_points
 from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fsad_bench.errors import DataError, UserError
 from fsad_bench.paths import cache_dir, data_root
 
+GROUP = "fsad_bench.datasets"
+USER_REGISTRY = "fsad-datasets.json"
+#: dataset names go into folder names, comma-separated CLI lists and cell keys
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """One dataset. ``kind`` is "builtin", "user" or "plugin".
+
+    A plugin sets ``locate`` (a function returning the folder that holds the category folders); a
+    user dataset sets ``path``. ``categories``, if given, restricts the category folders used.
+    """
+
     name: str
     display: str          # name used in the paper's tables
     multi_category: bool  # categories are rows of their own plus an average row (MVTec AD)
     source: str = ""
+    kind: str = "builtin"
+    locate: Callable[[], str | os.PathLike] | None = field(default=None, compare=False, repr=False)
+    path: str | None = None
+    categories: tuple[str, ...] | None = None
 
 
 MVTEC_CATEGORIES = ("carpet", "grid", "leather", "tile", "wood", "bottle", "capsule", "pill",
                     "transistor", "zipper", "cable", "hazelnut", "metal_nut", "screw", "toothbrush")
 
+#: The built-in datasets (closed); :func:`all_datasets` adds plugins and the user's own.
 DATASETS: dict[str, DatasetInfo] = {d.name: d for d in [
     DatasetInfo("synthetic", "SYNTHETIC", True, "generated from scikit-image's texture photos"),
     DatasetInfo("mvtec", "MVTEC AD", True, "https://www.mvtec.com/company/research/datasets/mvtec-ad"),
@@ -41,28 +76,204 @@ DATASETS: dict[str, DatasetInfo] = {d.name: d for d in [
 REAL_DATASETS = tuple(n for n in DATASETS if n != "synthetic")
 
 
-def info(name: str) -> DatasetInfo:
-    if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
-    return DATASETS[name]
+# --- the user registry file -------------------------------------------------------------------------
+
+class UserDatasetEntry(BaseModel):
+    """One registration in ``DATA_ROOT/fsad-datasets.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    display: str
+    path: str                            # relative to the data root, or absolute
+    categories: list[str] | None = None  # None: every category folder with train/good
+    source: str = ""
+    added: str = ""
+
+
+class UserRegistryFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = 1
+    datasets: dict[str, UserDatasetEntry] = {}
+
+
+def registry_file(root: Path | None = None) -> Path:
+    """``DATA_ROOT/fsad-datasets.json`` (``root`` as ``--data-root``: None = $FSAD_DATA or default)."""
+    return data_root(root) / USER_REGISTRY
+
+
+def _read_registry(root: Path | None) -> UserRegistryFile:
+    path = registry_file(root)
+    if not path.is_file():
+        return UserRegistryFile()
+    try:
+        return UserRegistryFile.model_validate_json(path.read_text())
+    except (ValidationError, ValueError) as exc:
+        first = str(exc).splitlines()[0]
+        raise DataError(f"user dataset registry {path} is malformed ({first}); fix or delete the file "
+                        "and register the datasets again with 'fsad-bench data add'") from None
+
+
+def _write_registry(reg: UserRegistryFile, root: Path | None) -> Path:
+    path = registry_file(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(reg.model_dump(), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)  # a reader never sees half a file
+    return path
+
+
+def user_datasets(root: Path | None = None) -> dict[str, DatasetInfo]:
+    """The datasets registered with ``fsad-bench data add`` under this data root."""
+    out = {}
+    for name, e in _read_registry(root).datasets.items():
+        cats = tuple(e.categories) if e.categories else None
+        out[name] = DatasetInfo(name, e.display, multi_category=bool(cats and len(cats) > 1),
+                                source=e.source, kind="user", path=e.path, categories=cats)
+    return out
+
+
+def register_user_dataset(name: str, display: str, path: Path, root: Path | None = None,
+                          categories: list[str] | None = None, source: str = "") -> Path:
+    """Add ``name`` to the user registry (after :func:`check_new_name`); returns the registry file.
+    A ``path`` inside the data root is stored relative to it, so the data root may move."""
+    check_new_name(name, root)
+    base = data_root(root).expanduser().resolve()
+    target = Path(path).expanduser().resolve()
+    stored = target.relative_to(base).as_posix() if base in target.parents else str(target)
+    reg = _read_registry(root)
+    reg.datasets[name] = UserDatasetEntry(display=display, path=stored, categories=categories, source=source,
+                                          added=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return _write_registry(reg, root)
+
+
+def remove_user_dataset(name: str, root: Path | None = None) -> DatasetInfo:
+    """Drop ``name`` from the user registry (its files are left alone); returns what it was."""
+    known = user_datasets(root)
+    if name not in known:
+        raise UserError(f"{name!r} is not a user dataset under {data_root(root)}; user datasets: "
+                        f"{', '.join(known) or '(none)'}")
+    reg = _read_registry(root)
+    del reg.datasets[name]
+    _write_registry(reg, root)
+    return known[name]
+
+
+def check_new_name(name: str, root: Path | None = None) -> None:
+    """UserError unless ``name`` is a valid dataset name that no built-in, plugin or user dataset
+    has (compared case-insensitively: the folders may live on a case-insensitive file system)."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise UserError(f"bad dataset name {name!r}: use letters, digits, '_' and '-' (at most 64, "
+                        "starting with a letter or digit)")
+    for kind, names in (("built-in", DATASETS), ("plugin", plugin_datasets(warn=False)),
+                        ("user", user_datasets(root))):
+        for other in names:
+            if other.lower() == name.lower():
+                raise UserError(f"dataset name {name!r} is taken by the {kind} dataset {other!r}; "
+                                "choose another name" + (f" or 'fsad-bench data remove {other}' first"
+                                                         if kind == "user" else ""))
+
+
+# --- plugins ----------------------------------------------------------------------------------------
+
+def _as_info(obj: object, ep_name: str, ep_value: str) -> DatasetInfo:
+    """A plugin's object as a DatasetInfo: a DatasetInfo, or anything with ``name`` and ``locate``."""
+    name = getattr(obj, "name", None)
+    locate = getattr(obj, "locate", None)
+    if name != ep_name or not callable(locate):
+        raise UserError(f"dataset plugin {ep_name!r} ({ep_value}) must name an object with name="
+                        f"{ep_name!r} and a callable locate() returning the dataset folder")
+    cats = getattr(obj, "categories", None)
+    return DatasetInfo(ep_name, str(getattr(obj, "display", "") or ep_name),
+                       bool(getattr(obj, "multi_category", False)), str(getattr(obj, "source", "")),
+                       kind="plugin", locate=locate, categories=tuple(cats) if cats else None)
+
+
+def plugin_datasets(warn: bool = True) -> dict[str, DatasetInfo]:
+    """Datasets of the ``fsad_bench.datasets`` entry-point group that load; a broken plugin is
+    skipped with a warning naming it (as detectors are). One named like a built-in is an error."""
+    found: dict[str, DatasetInfo] = {}
+    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
+        if any(ep.name.lower() == b.lower() for b in DATASETS):
+            raise UserError(f"dataset plugin {ep.name!r} ({ep.value}) has the name of a built-in dataset; "
+                            "rename its entry point (group fsad_bench.datasets) or uninstall it")
+        try:
+            found[ep.name] = _as_info(ep.load(), ep.name, ep.value)
+        except Exception as exc:  # a broken plugin must not take the other datasets down
+            if warn:
+                warnings.warn(f"dataset plugin {ep.name!r} ({ep.value}) failed to load: "
+                              f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
+    return found
+
+
+# --- lookup -----------------------------------------------------------------------------------------
+
+def all_datasets(root: Path | None = None) -> dict[str, DatasetInfo]:
+    """Built-in, then plugin, then user datasets. A user dataset that shares its name with a plugin
+    installed after it was registered is an error (which of the two a run used would be a guess)."""
+    out = dict(DATASETS)
+    plugins = plugin_datasets()
+    users = user_datasets(root)
+    for name in users:
+        clash = [p for p in plugins if p.lower() == name.lower()]
+        if clash:
+            raise UserError(f"dataset {name!r} is both a user dataset ({registry_file(root)}) and the plugin "
+                            f"{clash[0]!r}; 'fsad-bench data remove {name}' or uninstall the plugin")
+    out.update(plugins)
+    out.update(users)
+    return out
+
+
+def info(name: str, root: Path | None = None) -> DatasetInfo:
+    known = all_datasets(root)
+    if name not in known:
+        raise UserError(f"unknown dataset {name!r}; known: {', '.join(known)} (register your own with "
+                        "'fsad-bench data add')")
+    return known[name]
 
 
 def dataset_dir(name: str, root: Path | None = None) -> Path:
     """Folder holding the dataset's category folders (generating ``synthetic`` if needed)."""
-    info(name)
+    d = info(name, root)
     if name == "synthetic":
         from fsad_bench.data import synthetic
         return synthetic.ensure(cache_dir() / f"synthetic-v{synthetic.SYNTHETIC_VERSION}")
-    return (root or data_root()) / name
+    if d.kind == "plugin":
+        try:
+            return Path(d.locate()).expanduser()
+        except UserError:
+            raise
+        except Exception as exc:
+            raise DataError(f"dataset plugin {name!r}: locate() failed: {type(exc).__name__}: {exc}"
+                            ) from None
+    if d.kind == "user":
+        path = Path(d.path).expanduser()
+        return path if path.is_absolute() else data_root(root) / path
+    return data_root(root) / name
+
+
+def _category_folders(folder: Path) -> list[str]:
+    return sorted(d.name for d in folder.iterdir() if (d / "train" / "good").is_dir())
 
 
 def categories(name: str, root: Path | None = None) -> list[str]:
-    """Sorted category folders of a dataset (those with train/good)."""
+    """Sorted category folders of a dataset (those with train/good; a user or plugin dataset may
+    restrict them)."""
+    d = info(name, root)
     folder = dataset_dir(name, root)
     if not folder.is_dir():
-        raise DataError(f"dataset {name!r} not found at {folder}; prepare it with 'fsad-bench data "
-                        f"prepare {name}' or point --data-root / FSAD_DATA at the folder holding it")
-    cats = sorted(d.name for d in folder.iterdir() if (d / "train" / "good").is_dir())
+        how = (f"prepare it with 'fsad-bench data prepare {name}' or point --data-root / FSAD_DATA at the "
+               "folder holding it") if d.kind == "builtin" else (
+               f"restore the folder, or 'fsad-bench data remove {name}' and add it again"
+               if d.kind == "user" else "check the plugin that provides it")
+        raise DataError(f"dataset {name!r} not found at {folder}; {how}")
+    cats = _category_folders(folder)
+    if d.categories:
+        absent = [c for c in d.categories if c not in cats]
+        if absent:
+            raise DataError(f"dataset {name!r}: category folder {folder / absent[0]} with train/good is "
+                            "missing (the MVTec AD layout)")
+        cats = sorted(d.categories)
     if not cats:
         raise DataError(f"{folder} holds no category folder with train/good (the MVTec AD layout)")
     return cats
@@ -71,5 +282,35 @@ def categories(name: str, root: Path | None = None) -> list[str]:
 def is_present(name: str, root: Path | None = None) -> bool:
     if name == "synthetic":
         return True
-    folder = dataset_dir(name, root)
-    return folder.is_dir() and any((d / "train" / "good").is_dir() for d in folder.iterdir())
+    d = info(name, root)
+    try:
+        folder = dataset_dir(name, root)
+    except DataError:
+        return False
+    if not folder.is_dir():
+        return False
+    cats = _category_folders(folder)
+    return all(c in cats for c in d.categories) if d.categories else bool(cats)
+
+
+def data_version(name: str, category: str, root: Path | None = None) -> str:
+    """What identifies the data of one category in a cell's key.
+
+    ``synthetic``: its generator version. The paper's datasets: "" (their conversion is fixed).
+    User and plugin datasets: a fingerprint of the category's files (relative names, sizes and
+    modification times of images and masks), so a dataset edited after a run gets new cell keys
+    and is recomputed instead of silently resumed from results of the old files.
+    """
+    if name == "synthetic":
+        from fsad_bench.data import synthetic
+        return synthetic.SYNTHETIC_VERSION
+    if info(name, root).kind == "builtin":
+        return ""
+    from fsad_bench.data.layout import scan_category
+
+    index = scan_category(dataset_dir(name, root) / category)
+    h = hashlib.sha256()
+    for rel in index.files + sorted(m for m in index.masks if m):
+        st = (index.root / rel).stat()
+        h.update(f"{rel}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return "files:" + h.hexdigest()[:16]

@@ -8,12 +8,29 @@ from __future__ import annotations
 
 import importlib
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import entry_points
 
 from fsad_bench.detectors.base import Detector
 from fsad_bench.errors import UserError
 
 GROUP = "fsad_bench.detectors"
+
+#: Detector classes handed to ``fsad_bench.run`` directly, by name and by 'module:Class', while that
+#: run lasts (see :func:`registered_for_run`): the driver finds them even when they do not import.
+_RUN_DETECTORS: dict[str, type[Detector]] = {}
+
+
+@contextmanager
+def registered_for_run(classes: dict[str, type[Detector]]) -> Iterator[None]:
+    """Make ``load_detector(key)`` return ``classes[key]`` in this process until the block ends."""
+    _RUN_DETECTORS.update(classes)
+    try:
+        yield
+    finally:
+        for key in classes:
+            _RUN_DETECTORS.pop(key, None)
 
 
 def _entry_points() -> dict:
@@ -35,13 +52,18 @@ def available_detectors(warn: bool = True) -> dict[str, type[Detector]]:
 
 def load_detector(name: str) -> type[Detector]:
     """Detector class by entry-point name (e.g. ``devnet``) or dotted path ``pkg.module:Class``."""
+    if name in _RUN_DETECTORS:
+        return _RUN_DETECTORS[name]
     if ":" in name:
         module_name, _, attr = name.partition(":")
         try:
-            obj = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise UserError(f"cannot load detector {name!r}: {exc}; check the dotted path "
-                            "'package.module:Class'") from None
+            obj = importlib.import_module(module_name)
+            for part in attr.split("."):  # a nested class: Outer.Inner
+                obj = getattr(obj, part)
+        except Exception as exc:  # ImportError, AttributeError, or an error raised by the module itself
+            raise UserError(f"cannot import detector {name!r} in this process: {type(exc).__name__}: {exc}; "
+                            "check the dotted path 'package.module:Class' and that the module is on the "
+                            "path of every worker") from None
         return _checked(obj, name)
     eps = _entry_points()
     if name not in eps:

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fsad_bench.data import synthetic
 from fsad_bench.data.layout import scan_category
-from fsad_bench.data.registry import categories, dataset_dir, info, is_present
+from fsad_bench.data.registry import categories, data_version, dataset_dir, info, is_present
 from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import UserError
 from fsad_bench.input_size import cell_input_size, img_size_is_explicit
@@ -50,7 +49,7 @@ def resolve_datasets(spec: ProtocolSpec, req: GridRequest) -> tuple[list[str], l
     """(datasets to run, real datasets of the spec that are missing)."""
     if req.datasets:
         for name in req.datasets:
-            info(name)  # unknown name -> UserError
+            info(name, req.data_root)  # unknown name -> UserError
             if not is_present(name, req.data_root):
                 categories(name, req.data_root)  # raises the DataError that says how to fix it
         return list(req.datasets), []
@@ -113,13 +112,13 @@ def build_cells(spec: ProtocolSpec, req: GridRequest) -> tuple[list[Cell], list[
                 raise UserError(f"protocol {spec.name} sweeps {key!r}, which method {m!r} does not have")
     datasets, missing = resolve_datasets(spec, req)
     seeds = req.seeds if req.seeds is not None else spec.seeds
-    data_version = {"synthetic": synthetic.SYNTHETIC_VERSION}
     cells = []
     for dataset in datasets:
         cats = categories(dataset, req.data_root)
         if dataset in spec.categories:
             cats = [c for c in cats if c in spec.categories[dataset]]
         for category in cats:
+            version = data_version(dataset, category, req.data_root)  # user data: a file fingerprint
             for setting in _expand_settings(spec, dataset, category, req.data_root):
                 split_kwargs = {k: v for k, v in setting.items() if k not in spec.method_settings}
                 swept = {k: v for k, v in setting.items() if k in spec.method_settings}
@@ -133,7 +132,7 @@ def build_cells(spec: ProtocolSpec, req: GridRequest) -> tuple[list[Cell], list[
                             spec.name, spec.split, dataset, category, method, seed, setting, budget,
                             img_size, {**params, **swept}, str(req.data_root) if req.data_root else None,
                             {**split_kwargs, **spec.split_args}, spec.pixel_metrics,
-                            data_version.get(dataset, "")))
+                            version))
     return cells, missing
 
 

@@ -50,12 +50,17 @@ class Cell:
     split_kwargs: dict[str, Any] = field(default_factory=dict)  # setting's split part + spec split_args
     pixel_metrics: bool = False
     data_version: str = ""  # the embedded dataset's generator version (real data: "")
+    #: 'module:Class' of a detector class given to fsad_bench.run() directly (workers import it);
+    #: "" for entry points and dotted-path methods, whose ``method`` says where to find them
+    detector: str = ""
 
     @property
     def key(self) -> str:
         """Hash of the resolved config and the code version: same key = same computation."""
         d = asdict(self)
         d.pop("data_root")  # where the data lives does not change the result
+        if not d["detector"]:
+            d.pop("detector")  # keys of entry-point methods stay what they were
         blob = json.dumps({**d, "code_version": __version__}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -127,7 +132,7 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> Cel
         index = scan_category(dataset_dir(cell.dataset, root) / cell.category)
         data = load_category(index, cell.img_size, cell.dataset, cell.category)
         split = SPLIT_RULES[cell.split](index, seed=cell.seed, **cell.split_kwargs)
-        cls = load_detector(cell.method)
+        cls = load_detector(cell.detector or cell.method)
         detector = cls(cls.config_from_params(cell.params))
         train = TrainSet(data.images[split.train_idx], split.train_labels, seed=cell.seed, device=device)
         detector.fit(train)

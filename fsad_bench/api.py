@@ -1,0 +1,462 @@
+"""The Python API: ``fsad_bench.run(...) -> DataFrame`` and ``fsad_bench.load_results(dir)``.
+
+``fsad-bench run`` parses its arguments into a :class:`RunRequest` and calls :func:`execute` (or
+:func:`plan` for ``--dry-run``); :func:`run` builds the same request from keyword arguments, so the CLI
+and the API share one code path (same cells, keys, store, manifest and exit rules).
+
+A detector *class* may be passed in ``methods`` instead of a name: it runs under ``cls.name`` (or its
+class name in lower case), which is its column in every table. Cells carry its import path
+('module:Class') so worker processes can import it; a class that a worker cannot import (defined in
+``__main__`` or inside a function) is refused before the grid when cells would leave this process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import statistics
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from fsad_bench.errors import UserError
+from fsad_bench.runner.executors import ClusterOptions, ExecConfig
+
+if TYPE_CHECKING:
+    from fsad_bench.detectors.base import Detector
+    from fsad_bench.protocol import Budget, ProtocolSpec
+    from fsad_bench.runner.job import Cell
+    from fsad_bench.runner.runner import RunSummary
+
+#: Seconds per cell used by ``--dry-run`` when the store has no finished cell of the method at that
+#: budget and image size: measured here with ``fsad-bench run --protocol q1 --datasets synthetic
+#: --seeds 0`` (3 cells per method, the median), 2 shared CPU cores, torch 2.14.1. A real dataset with
+#: more images takes longer (decoding once, scoring more test images); a GPU is faster.
+DEFAULT_CELL_SECONDS: dict[str, dict[str, float]] = {
+    "smoke": {"kdad": 0.0, "dsvdd": 0.0, "deepsad": 0.0, "flos": 0.0, "minns": 0.0, "devnet": 0.0},
+    "quick": {"kdad": 0.0, "dsvdd": 0.0, "deepsad": 0.0, "flos": 0.0, "minns": 0.0, "devnet": 0.0},
+}
+DEFAULTS_MEASURED_ON = "the embedded synthetic dataset, 2 shared CPU cores"
+
+
+@dataclass
+class RunRequest:
+    """Everything ``fsad-bench run`` takes (None = the protocol's default)."""
+
+    protocol: str = "q1"
+    methods: list[str | type[Detector]] | None = None
+    datasets: list[str] | None = None
+    seeds: list[int] | None = None
+    budget: str | None = None
+    weights: str | None = None
+    overrides: list[str] = field(default_factory=list)  # "key=value" / "method.key=value"
+    data_root: Path | None = None
+    out: Path | None = None
+    execution: ExecConfig = field(default_factory=ExecConfig)
+    progress: bool = True
+    mlflow: str | None = None             # tracking URI or path (see tracking.py)
+    mlflow_experiment: str | None = None  # default: tracking.default_experiment
+    argv: list[str] | None = None         # recorded in the run manifest
+
+
+@dataclass
+class RunOutcome:
+    """What :func:`execute` did: the grid's cells, the summary counts, where the results are."""
+
+    out: Path
+    cells: list[Cell]
+    summary: RunSummary
+    mlflow_failures: list[str] = field(default_factory=list)
+
+    def frame(self) -> pd.DataFrame:
+        return grid_frame(self.out, self.cells)
+
+
+@dataclass
+class _Grid:
+    spec: ProtocolSpec
+    budget: Budget
+    cells: list[Cell]
+    missing: list[str]
+    out: Path
+    run_classes: dict[str, type[Detector]]  # name and 'module:Class' -> class, for registered_for_run
+
+
+# --- methods given as classes ---------------------------------------------------------------------
+
+def _class_path(cls: type) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def _split_methods(methods: Sequence[str | type] | None) -> tuple[list[str] | None, dict[str, type]]:
+    """Method names for the grid, and the classes passed directly by name (entry points excluded)."""
+    from fsad_bench.detectors.base import Detector
+    from fsad_bench.detectors.registry import available_detectors
+
+    if methods is None:
+        return None, {}
+    if isinstance(methods, (str, type)):
+        methods = [methods]
+    names: list[str] = []
+    classes: dict[str, type] = {}
+    plugins: dict[str, type] | None = None
+    for m in methods:
+        if isinstance(m, str):
+            names.append(m)
+            continue
+        if not (isinstance(m, type) and issubclass(m, Detector)):
+            raise UserError(f"methods: {m!r} is neither a method name nor a fsad_bench Detector subclass")
+        name = m.name or m.__name__.lower()
+        if plugins is None:
+            plugins = available_detectors(warn=False)
+        if plugins.get(name) is m:  # the class of an entry point: run it under that name
+            names.append(name)
+            continue
+        if name in plugins or (name in classes and classes[name] is not m):
+            raise UserError(f"detector class {_class_path(m)} is named {name!r}, which another detector "
+                            "already has; set a different 'name' on the class")
+        classes[name] = m
+        names.append(name)
+    return names, classes
+
+
+def _not_importable(cls: type) -> str:
+    """Why a spawned or remote worker could not import ``cls`` ('' when it can)."""
+    if cls.__module__ in ("__main__", "__mp_main__"):
+        return "it is defined in __main__ (a script, notebook or python -c), which workers do not import"
+    if "<locals>" in cls.__qualname__:
+        return "it is defined inside a function"
+    try:
+        obj: Any = importlib.import_module(cls.__module__)
+        for part in cls.__qualname__.split("."):
+            obj = getattr(obj, part)
+    except Exception as exc:
+        return f"importing it fails here ({type(exc).__name__}: {exc})"
+    return "" if obj is cls else f"{_class_path(cls)} is another object"
+
+
+# --- the grid -------------------------------------------------------------------------------------
+
+def _grid(req: RunRequest) -> _Grid:
+    """Resolve the request into cells (validating every name and hyper-parameter)."""
+    from fsad_bench.detectors.registry import registered_for_run
+    from fsad_bench.paths import default_results_dir
+    from fsad_bench.protocol import load_protocol
+    from fsad_bench.runner.generator import GridRequest, build_cells
+
+    spec = load_protocol(req.protocol)
+    req.execution.validate()  # before any cell is built or the store touched
+    names, classes = _split_methods(req.methods)
+    run_classes = {**classes, **{_class_path(c): c for c in classes.values()}}
+    with registered_for_run(run_classes):
+        cells, missing = build_cells(spec, GridRequest(names, req.datasets, req.seeds, req.budget,
+                                                       req.weights, list(req.overrides), req.data_root))
+    for cell in cells:
+        if cell.method in classes:
+            cell.detector = _class_path(classes[cell.method])
+    out = Path(req.out) if req.out is not None else default_results_dir(spec.name)
+    return _Grid(spec, spec.budget(req.budget), cells, missing, out, run_classes)
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def execute(req: RunRequest) -> RunOutcome:
+    """Run the grid of ``req``: skip finished cells, store each result as it arrives (and log it to
+    MLflow with ``req.mlflow``). Bad input raises UserError before the store is touched."""
+    from fsad_bench.detectors.registry import registered_for_run
+    from fsad_bench.runner.executors import Execution
+    from fsad_bench.runner.manifest import RunManifest
+    from fsad_bench.runner.runner import run_grid
+    from fsad_bench.store import ResultStore
+
+    g = _grid(req)
+    if g.missing:
+        used = sorted({c.dataset for c in g.cells})
+        _say(f"datasets not present under the data root: {', '.join(g.missing)}; running on "
+             f"{', '.join(used)} ('fsad-bench list' says how to prepare them)")
+    _say(f"protocol {g.spec.name}, budget {g.budget.name} ({g.budget.description}); {len(g.cells)} cells "
+         f"-> {g.out}")
+    manifest = RunManifest(g.out, req.argv or sys.argv, g.spec, g.cells, g.budget.name)
+    executor = Execution(req.execution)  # connects to a cluster: an unreachable one fails before the store
+    tracker = None
+    try:
+        leaves_process = req.execution.executor != "local" or executor.workers > 1
+        for name, cls in g.run_classes.items():
+            reason = _not_importable(cls) if leaves_process and ":" not in name else ""
+            if reason:
+                raise UserError(f"detector class {_class_path(cls)} cannot run in worker processes: "
+                                f"{reason}; move it into a module on the path (e.g. my_detectors.py) or "
+                                "run with jobs=1 (cells then run in this process)")
+        if req.mlflow:
+            from fsad_bench.tracking import MlflowTracker, TrackedStore, default_experiment
+
+            experiment = req.mlflow_experiment or default_experiment(g.spec.name, g.out)
+            tracker = MlflowTracker(req.mlflow, experiment)
+        with registered_for_run(g.run_classes), ResultStore(g.out) as store:
+            target = TrackedStore(store, tracker, g.out) if tracker else store
+            summary = run_grid(g.cells, target, progress=req.progress, execution=executor, manifest=manifest)
+    finally:
+        executor.close()
+    _say(f"{summary.ok} cells ran ok, {summary.skipped} already finished, {len(summary.failed)} failed, "
+         f"{len(summary.not_applicable)} not applicable; results in {g.out} ('fsad-bench report {g.out}')")
+    if summary.worker_deaths or summary.stopped:
+        _say(f"{summary.worker_deaths} cell(s) lost their worker process"
+             + (f"; {summary.stopped}" if summary.stopped else "")
+             + ": finished cells are stored, rerun the same command to run the rest")
+    if tracker is not None:
+        _say(f"mlflow: {tracker.logged} cell(s) logged to experiment {tracker.experiment!r} at {tracker.uri}"
+             + (f"; {len(tracker.failures)} not logged, first: {tracker.failures[0]}" if tracker.failures
+                else ""))
+    return RunOutcome(g.out, g.cells, summary, tracker.failures if tracker else [])
+
+
+# --- reading results ------------------------------------------------------------------------------
+
+def _stored(folder: Path, with_blobs: bool = False) -> pd.DataFrame | None:
+    """The store's rows, or None when the folder has no store (nothing is created)."""
+    from fsad_bench.store import STORE_NAME, ResultStore
+
+    if not (Path(folder) / STORE_NAME).is_file():
+        return None
+    with ResultStore(folder) as store:
+        return store.dataframe(with_blobs=with_blobs)
+
+
+def load_results(folder: str | Path, with_blobs: bool = False) -> pd.DataFrame:
+    """Every stored cell of a results folder, one row each (raw, per seed): key, protocol, dataset,
+    category, method, seed, setting (dict), budget, img_size, status, error, auc_roc, auc_pr, metrics
+    (dict), manifest_hash, wall_s, peak_mem_mb, device, weights, params (dict), info (dict),
+    code_version, finished_at. ``with_blobs`` adds the split manifest and the test scores."""
+    from fsad_bench.store import STORE_NAME
+
+    df = _stored(Path(folder), with_blobs)
+    if df is None:
+        raise UserError(f"no results in {folder} (no {STORE_NAME}); run 'fsad-bench run --out {folder}' "
+                        "first")
+    return df
+
+
+FIRST_COLUMNS = ["dataset", "category", "method", "seed", "setting", "status", "auc_roc", "auc_pr"]
+
+
+def grid_frame(out: Path, cells: list[Cell]) -> pd.DataFrame:
+    """One row per cell of ``cells`` (in grid order) with its stored result; cells the store lacks
+    (a run that stopped early) have status 'not run'."""
+    stored = _stored(out)
+    by_key = {} if stored is None else {r["key"]: r for r in stored.to_dict("records")}
+    rows = []
+    for cell in cells:
+        row = by_key.get(cell.key) or {"key": cell.key, "protocol": cell.protocol, "budget": cell.budget,
+                                       "img_size": cell.img_size, "status": "not run"}
+        rows.append({**row, "dataset": cell.dataset, "category": cell.category, "method": cell.method,
+                     "seed": cell.seed, "setting": cell.setting})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=FIRST_COLUMNS)
+    for col in ("auc_roc", "auc_pr"):
+        if col not in df:
+            df[col] = float("nan")
+    return df[FIRST_COLUMNS + [c for c in df.columns if c not in FIRST_COLUMNS]]
+
+
+# --- dry run ----------------------------------------------------------------------------------------
+
+@dataclass
+class Estimate:
+    seconds: float | None  # per cell; None = unknown
+    source: str
+
+
+@dataclass
+class GridPlan:
+    """The grid a request would run, what the store already holds, and an estimated time."""
+
+    spec: ProtocolSpec
+    budget: Budget
+    out: Path
+    cells: list[Cell]
+    missing: list[str]
+    state: dict[str, str]          # key -> stored status ('ok', 'skipped', 'failed'); absent: never run
+    estimates: dict[tuple[str, str], Estimate]  # (method, dataset) -> per-cell estimate
+    workers: int | None            # local worker processes; None on a cluster
+
+    def to_run(self) -> list[Cell]:
+        return [c for c in self.cells if self.state.get(c.key) not in ("ok", "skipped")]
+
+    def frame(self) -> pd.DataFrame:
+        """One row per cell: dataset, category, method, seed, setting, status ('to run' or the stored
+        one), est_s (the per-cell estimate)."""
+        rows = [{"dataset": c.dataset, "category": c.category, "method": c.method, "seed": c.seed,
+                 "setting": c.setting, "status": self.state.get(c.key, "to run"),
+                 "est_s": self.estimates[c.method, c.dataset].seconds, "key": c.key} for c in self.cells]
+        return pd.DataFrame(rows, columns=["dataset", "category", "method", "seed", "setting", "status",
+                                           "est_s", "key"])
+
+    def text(self) -> str:
+        from tabulate import tabulate
+
+        df = self.frame()
+        methods = list(dict.fromkeys(c.method for c in self.cells))
+        lines = [f"dry run (nothing is run or written): protocol {self.spec.name}, budget "
+                 f"{self.budget.name}, {len(self.cells)} cells -> {self.out}"]
+        if self.missing:
+            lines.append(f"datasets not present under the data root: {', '.join(self.missing)}")
+        if df.empty:
+            return "\n".join(lines + ["the grid is empty"]) + "\n"
+        settings = sorted({",".join(f"{k}={v}" for k, v in sorted(c.setting.items())) for c in self.cells})
+        seeds = sorted({c.seed for c in self.cells})
+        lines.append(f"seeds: {', '.join(map(str, seeds))}; settings ({len(settings)}): "
+                     f"{'; '.join(s or '(none)' for s in settings)}")
+        table = []
+        for ds, sub in df.groupby("dataset", sort=False):
+            counts = sub.groupby("method").size()
+            table.append([ds, sub["category"].nunique(), *[int(counts.get(m, 0)) for m in methods], len(sub)])
+        table.append(["total", "", *[int((df["method"] == m).sum()) for m in methods], len(df)])
+        lines.append(tabulate(table, headers=["cells", "categories", *methods, "total"], tablefmt="github"))
+        n = df["status"].value_counts()
+        todo = self.to_run()
+        lines.append(f"in the store: {int(n.get('ok', 0))} finished, {int(n.get('skipped', 0))} not "
+                     f"applicable, {int(n.get('failed', 0))} failed (rerun); to run: {len(todo)}")
+        lines.append(self._time_text(todo))
+        return "\n".join(lines) + "\n"
+
+    def _time_text(self, todo: list[Cell]) -> str:
+        known = [self.estimates[c.method, c.dataset].seconds for c in todo]
+        total = sum(s for s in known if s is not None)
+        unknown = sorted({c.method for c, s in zip(todo, known) if s is None})
+        per = []
+        for (method, dataset), est in self.estimates.items():
+            if any(c.method == method and c.dataset == dataset for c in todo):
+                secs = "unknown" if est.seconds is None else f"{est.seconds:.1f} s"
+                per.append(f"  {method} on {dataset}: {secs} per cell ({est.source})")
+        head = f"estimated time (an estimate, not a measurement): {_duration(total)} of cell time"
+        if unknown:
+            head = (f"estimated time (an estimate): at least {_duration(total)}; unknown for "
+                    f"{', '.join(unknown)}")
+        if self.workers and self.workers > 1 and todo:
+            head += f", about {_duration(total / min(self.workers, len(todo)))} with {self.workers} workers"
+        return "\n".join([head] + per)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _estimates(cells: list[Cell], stored: pd.DataFrame | None) -> dict[tuple[str, str], Estimate]:
+    """Per (method, dataset): the median wall time of finished cells of the method at the same budget
+    and image size in the store (same dataset first, then any), else the measured default."""
+    out: dict[tuple[str, str], Estimate] = {}
+    ok = stored[stored["status"] == "ok"] if stored is not None and not stored.empty else None
+    for c in cells:
+        if (c.method, c.dataset) in out:
+            continue
+        est = None
+        if ok is not None:
+            same = ok[(ok["method"] == c.method) & (ok["budget"] == c.budget)
+                      & (ok["img_size"] == c.img_size)]
+            for rows, where in ((same[same["dataset"] == c.dataset], f" on {c.dataset}"), (same, "")):
+                if len(rows):
+                    est = Estimate(float(statistics.median(rows["wall_s"])),
+                                   f"median of {len(rows)} finished cell(s){where} in this store")
+                    break
+        if est is None:
+            default = DEFAULT_CELL_SECONDS.get(c.budget, {}).get(c.method)
+            est = Estimate(default, f"default measured on {DEFAULTS_MEASURED_ON}") if default is not None \
+                else Estimate(None, "no finished cell in this store, no measured default")
+        out[c.method, c.dataset] = est
+    return out
+
+
+def plan(req: RunRequest) -> GridPlan:
+    """The dry run: resolve the grid and read the store, without running, creating or writing anything
+    (no results folder, store, manifest, cluster connection or MLflow run)."""
+    from fsad_bench.runner.executors import plan_slots, resolve_device
+
+    g = _grid(req)
+    stored = _stored(g.out)
+    keys = {c.key for c in g.cells}
+    state = {} if stored is None else {k: s for k, s in zip(stored["key"], stored["status"]) if k in keys}
+    workers = None
+    if req.execution.executor == "local":
+        workers = plan_slots(resolve_device(req.execution.device), req.execution.jobs,
+                             req.execution.cells_per_gpu).limit
+    return GridPlan(g.spec, g.budget, g.out, g.cells, g.missing, state, _estimates(g.cells, stored), workers)
+
+
+# --- the keyword API ------------------------------------------------------------------------------
+
+def _overrides(overrides: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
+    if overrides is None:
+        return []
+    if isinstance(overrides, str):
+        return [overrides]
+    if isinstance(overrides, Mapping):
+        return [f"{k}={_value_text(v)}" for k, v in overrides.items()]
+    return [str(o) for o in overrides]
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _call_text(**kwargs: Any) -> list[str]:
+    """The call as the run manifest's 'argv' (classes by import path)."""
+    def show(v: Any) -> str:
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(show(x) for x in v) + "]"
+        return _class_path(v) if isinstance(v, type) else repr(v)
+    return ["fsad_bench.run", *(f"{k}={show(v)}" for k, v in kwargs.items() if v is not None)]
+
+
+def run(protocol: str = "q1", methods: Sequence[str | type[Detector]] | None = None,
+        datasets: Sequence[str] | None = None, seeds: Sequence[int] | None = None,
+        budget: str | None = None, out: str | Path | None = None, *, weights: str | None = None,
+        overrides: Mapping[str, Any] | Sequence[str] | None = None, data_root: str | Path | None = None,
+        jobs: int | None = None, device: str = "auto", cells_per_gpu: int = 1, executor: str = "local",
+        scheduler: str | None = None, cluster: ClusterOptions | None = None, progress: bool = True,
+        mlflow: str | None = None, mlflow_experiment: str | None = None, dry_run: bool = False
+        ) -> pd.DataFrame:
+    """Run a protocol's grid, as ``fsad-bench run`` does, and return one row per cell.
+
+    ``methods``: names (entry points, 'package.module:Class') or Detector subclasses; ``overrides``:
+    ``{"epochs": 3, "devnet.lr": 1e-3}`` or ``["epochs=3"]`` (as ``--set``). Columns: dataset,
+    category, method, seed, setting, status ('ok', 'failed', 'skipped' = not applicable, 'not run'),
+    auc_roc, auc_pr, then the stored record (error, metrics, wall_s, key, ...). ``df.attrs`` holds
+    ``out`` and the summary counts. With ``dry_run`` nothing runs: the rows are the grid with the
+    stored status ('to run' if never run) and an estimated ``est_s`` per cell.
+    Bad input raises :class:`fsad_bench.errors.UserError` before anything is written.
+    """
+    req = RunRequest(
+        protocol=protocol, methods=list(methods) if methods is not None else None,
+        datasets=list(datasets) if datasets is not None else None,
+        seeds=[int(s) for s in seeds] if seeds is not None else None, budget=budget, weights=weights,
+        overrides=_overrides(overrides), data_root=Path(data_root) if data_root is not None else None,
+        out=Path(out) if out is not None else None,
+        execution=ExecConfig(executor, jobs, device, cells_per_gpu, scheduler, cluster or ClusterOptions()),
+        progress=progress, mlflow=mlflow, mlflow_experiment=mlflow_experiment,
+        argv=_call_text(protocol=protocol, methods=methods, datasets=datasets, seeds=seeds, budget=budget,
+                        out=out, weights=weights, overrides=overrides, data_root=data_root, jobs=jobs,
+                        device=device, executor=executor))
+    if dry_run:
+        p = plan(req)
+        df = p.frame()
+        df.attrs.update(out=str(p.out), to_run=len(p.to_run()))
+        return df
+    outcome = execute(req)
+    df = outcome.frame()
+    s = outcome.summary
+    df.attrs.update(out=str(outcome.out), ok=s.ok, already_finished=s.skipped, failed=len(s.failed),
+                    not_applicable=len(s.not_applicable), not_run=s.not_run, stopped=s.stopped,
+                    mlflow_failures=list(outcome.mlflow_failures))
+    return df

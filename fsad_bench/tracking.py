@@ -1,0 +1,153 @@
+"""Experiment tracking: each stored cell as one MLflow run (``fsad-bench run --mlflow URI``).
+
+The driver logs a cell right after the results store committed it (the store stays the record; MLflow
+is a copy for browsing), so MLflow never holds a cell the store lacks. Per run:
+
+* params: protocol, method, dataset, category, seed, budget, img_size, the setting (``setting.*``) and
+  the resolved hyper-parameters (``param.*``);
+* metrics: auc_roc, auc_pr, pixel metrics (q3), wall_s, peak_mem_mb (failed cells: wall_s only);
+* tags: ``fsad.cell_key``, ``fsad.split_hash`` (the split manifest's hash), ``fsad.status``,
+  ``fsad.code_version``, ``fsad.device``, ``fsad.weights``, ``fsad.out``, and ``fsad.error``;
+* artefacts: ``split_manifest.json`` (labelled anomalies and test files), ``scores.json`` (test scores
+  and labels, per-anomaly pixel AUCs) and, for localisation cells, one ``heatmaps/<class>_*.png``
+  image / mask / map triple per defect class.
+
+``mlflow`` is an optional extra (``pip install "fsad-bench[mlflow]"``) and imported only here.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fsad_bench.errors import UserError
+from fsad_bench.store import CellResult, ResultStore
+
+EXTRA = 'pip install "fsad-bench[mlflow]"'
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+#: the MLflow file store is refused by MLflow >= 3.7 unless this environment variable is set
+FILE_STORE_OPT_IN = "MLFLOW_ALLOW_FILE_STORE"
+
+
+def tracking_uri(uri: str) -> str:
+    """``--mlflow`` as an MLflow tracking URI: a plain path means a local file store there."""
+    if "://" in uri or uri.startswith(("databricks", "sqlite:")):
+        return uri
+    return Path(uri).expanduser().resolve().as_uri()
+
+
+def default_experiment(protocol: str, out: Path) -> str:
+    """One experiment per protocol and results folder: ``fsad-bench q1 /abs/results/q1``."""
+    return f"fsad-bench {protocol} {Path(out).expanduser().resolve()}"
+
+
+def _mlflow() -> Any:
+    try:
+        import mlflow
+        from mlflow.tracking import MlflowClient
+    except ImportError:
+        raise UserError(f"--mlflow needs the mlflow package: {EXTRA}") from None
+    return mlflow, MlflowClient
+
+
+class MlflowTracker:
+    """Logs cells into one experiment; built before the grid, so a bad URI fails before any cell."""
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        mlflow, client_cls = _mlflow()
+        self.uri = tracking_uri(uri)
+        self.experiment = experiment
+        self.failures: list[str] = []
+        self.logged = 0
+        try:
+            self.client = client_cls(tracking_uri=self.uri)
+            found = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        except mlflow.exceptions.MlflowException as exc:
+            text = str(exc) or type(exc).__name__
+            if self.uri.startswith("file:") and FILE_STORE_OPT_IN in text:
+                raise UserError(f"--mlflow {uri}: MLflow {mlflow.__version__} refuses file stores unless "
+                                f"{FILE_STORE_OPT_IN}=true is set; set it, or pass a database URI such as "
+                                "sqlite:///mlflow.db") from None
+            first = text.strip().splitlines()[0].split(". ")[0]
+            raise UserError(f"--mlflow {uri}: {first[:200]}") from None
+
+    def log(self, result: CellResult, out: Path) -> str:
+        """One MLflow run for ``result``; returns its run id."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        tags = {"fsad.cell_key": result.key, "fsad.split_hash": result.manifest_hash,
+                "fsad.status": result.status, "fsad.code_version": result.code_version,
+                "fsad.device": result.device, "fsad.weights": result.weights, "fsad.out": str(out),
+                "fsad.protocol": result.protocol}
+        if result.error:
+            tags["fsad.error"] = result.error[:5000]
+        setting = ",".join(f"{k}={v}" for k, v in sorted(result.setting.items()))
+        name = f"{result.dataset}/{result.category} {result.method} seed={result.seed}" + \
+            (f" {setting}" if setting else "")
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
+        run_id = run.info.run_id
+        params = {"protocol": result.protocol, "method": result.method, "dataset": result.dataset,
+                  "category": result.category, "seed": result.seed, "budget": result.budget,
+                  "img_size": result.img_size}
+        params.update({f"setting.{k}": v for k, v in result.setting.items()})
+        params.update({f"param.{k}": v for k, v in result.params.items()})
+        stamp = int(time.time() * 1000)
+        values = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float))}
+        values.update(wall_s=result.wall_s, peak_mem_mb=result.peak_mem_mb)
+        metrics = [Metric(k, float(v), stamp, 0) for k, v in values.items()
+                   if v is not None and math.isfinite(float(v))]
+        self.client.log_batch(run_id, metrics=metrics,
+                              params=[Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in params.items()],
+                              tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        if result.manifest:
+            self.client.log_dict(run_id, result.manifest, "split_manifest.json")
+        scores = {k: v for k, v in result.scores.items() if k != "examples"}
+        if "pixel_auc_each" in result.metrics:
+            scores["pixel_auc_each"] = result.metrics["pixel_auc_each"]
+        if scores:
+            self.client.log_dict(run_id, scores, "scores.json")
+        for example in result.scores.get("examples", []):
+            for part in ("image", "mask", "map"):
+                self.client.log_image(run_id, _decode_png(example[part]),
+                                      artifact_file=f"heatmaps/{example['class']}_{part}.png")
+        self.client.set_terminated(run_id, "FINISHED" if result.status in ("ok", "skipped") else "FAILED")
+        self.logged += 1
+        return run_id
+
+
+def _decode_png(b64: str) -> Any:
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+class TrackedStore:
+    """The results store, with every ``put`` also logged to MLflow (after the store committed it).
+
+    A logging failure (server gone, disk full) does not stop the grid or lose the cell: it is
+    printed at once, counted, and reported when the run ends (``tracker.failures``)."""
+
+    def __init__(self, store: ResultStore, tracker: MlflowTracker, out: Path) -> None:
+        self.store = store
+        self.tracker = tracker
+        self.out = out
+
+    def put(self, result: CellResult) -> None:
+        self.store.put(result)
+        try:
+            self.tracker.log(result, self.out)
+        except Exception as exc:  # reported here and at the end of the run, never dropped silently
+            msg = f"{result.dataset}/{result.category} {result.method} seed={result.seed}: " \
+                  f"{type(exc).__name__}: {str(exc)[:200]}"
+            self.tracker.failures.append(msg)
+            print(f"fsad-bench: mlflow: cell not logged ({msg}); it is in the results store", file=sys.stderr)
+
+    def __getattr__(self, name: str) -> Any:  # done_keys, dataframe, ...: the store's own
+        return getattr(self.store, name)
