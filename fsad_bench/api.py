@@ -32,14 +32,17 @@ if TYPE_CHECKING:
     from fsad_bench.runner.runner import RunSummary
 
 #: Seconds per cell used by ``--dry-run`` when the store has no finished cell of the method at that
-#: budget and image size: measured here with ``fsad-bench run --protocol q1 --datasets synthetic
-#: --seeds 0`` (3 cells per method, the median), 2 shared CPU cores, torch 2.14.1. A real dataset with
-#: more images takes longer (decoding once, scoring more test images); a GPU is faster.
+#: budget and image size. Measured here: every q1 cell of the embedded synthetic dataset (3 categories,
+#: seed 0, decoded-image cache warm) run by ``run_cell`` with one torch thread; the median over the
+#: categories of the process CPU time, i.e. about the wall time on one free core of this Xeon (torch
+#: 2.14.1). The machine was shared (load average ~12 on 2 cores), so wall times were 5-8x these. A
+#: real dataset with more images takes longer; a GPU is faster at the paper budget, which has no
+#: default (hours on a CPU: see README, Benchmark).
 DEFAULT_CELL_SECONDS: dict[str, dict[str, float]] = {
-    "smoke": {"kdad": 0.0, "dsvdd": 0.0, "deepsad": 0.0, "flos": 0.0, "minns": 0.0, "devnet": 0.0},
-    "quick": {"kdad": 0.0, "dsvdd": 0.0, "deepsad": 0.0, "flos": 0.0, "minns": 0.0, "devnet": 0.0},
+    "smoke": {"kdad": 0.95, "dsvdd": 0.78, "deepsad": 0.22, "flos": 0.29, "minns": 0.18, "devnet": 0.29},
+    "quick": {"kdad": 3.53, "dsvdd": 1.52, "deepsad": 0.35, "flos": 2.76, "minns": 1.90, "devnet": 2.68},
 }
-DEFAULTS_MEASURED_ON = "the embedded synthetic dataset, 2 shared CPU cores"
+DEFAULTS_MEASURED_ON = "synthetic, one CPU thread"
 
 
 @dataclass

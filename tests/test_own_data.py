@@ -18,7 +18,7 @@ from PIL import Image
 from fsad_bench.cli import main
 from fsad_bench.data.converters.common import split_normals
 from fsad_bench.data.layout import scan_category
-from fsad_bench.data.registry import USER_REGISTRY, categories, dataset_dir, info
+from fsad_bench.data.registry import USER_REGISTRY, categories, dataset_dir, info, plugin_datasets
 from fsad_bench.store import ResultStore
 
 BRIGHT = "toy_detectors:Brightness"
@@ -266,3 +266,30 @@ def test_user_dataset_registered_in_a_data_root_is_seen_by_worker_processes(tmp_
                  "smoke", "--seeds", "0,1", "--jobs", "2", "--device", "cpu", "--out", str(tmp_path / "out"),
                  "--no-progress"]) == 0
     assert (rows(tmp_path / "out").status == "ok").all()
+
+
+def test_a_broken_dataset_plugin_is_named_in_a_warning_and_skipped(tmp_path, monkeypatch, capsys):
+    site = tmp_path / "site"
+    info_dir = site / "broken_data-0.1.0.dist-info"
+    info_dir.mkdir(parents=True)
+    (info_dir / "METADATA").write_text("Metadata-Version: 2.1\nName: broken_data\nVersion: 0.1.0\n")
+    (info_dir / "entry_points.txt").write_text("[fsad_bench.datasets]\n"
+                                               "brokends = no_such_module_xyz:DATASET\n")
+    monkeypatch.syspath_prepend(str(site))
+    with pytest.warns(RuntimeWarning, match="'brokends'.*failed to load"):
+        known = plugin_datasets()
+    assert "brokends" not in known
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: dataset plugin 'brokends'" in out and "synthetic" in out
+
+
+def test_q2_uses_the_classes_of_a_user_category_named_like_a_paper_category(tmp_path):
+    """q2's per-category class list (MVTec AD's 'carpet') must not replace a user's own classes."""
+    ds = tmp_path / "rugs"
+    make_tiny_dataset(ds, category="carpet")  # classes blob, spot
+    root = tmp_path / "data"
+    assert add(root, "rugs", "--path", str(ds)) == 0
+    assert run_q(root, tmp_path / "q2", protocol="q2", dataset="rugs", seeds="0") == 0
+    q2 = rows(tmp_path / "q2")
+    assert sorted(s["known_class"] for s in q2.setting) == ["blob", "spot"] and (q2.status == "ok").all()

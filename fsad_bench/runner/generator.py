@@ -143,7 +143,9 @@ def _expand_settings(spec: ProtocolSpec, dataset: str, category: str, root: Path
     grid = spec.setting_grid()
     if "known_class" not in spec.settings:
         return grid
-    listed = spec.known_classes.get(category) or spec.known_classes.get(dataset)
+    # a per-category list (MVTec AD's carpet) is the paper's; a user's category of that name is not it
+    by_category = spec.known_classes.get(category) if info(dataset, root).kind == "builtin" else None
+    listed = by_category or spec.known_classes.get(dataset)
     if listed is None:
         listed = scan_category(dataset_dir(dataset, root) / category).defect_classes
     out = []
