@@ -62,6 +62,10 @@ def test_add_plain_folders_builds_the_layout_with_seeded_split_and_masks(tmp_pat
     assert info("mine", root).kind == "user" and categories("mine", root) == ["mine"]
     assert main(["list", "--data-root", str(root)]) == 0
     assert "mine" in capsys.readouterr().out
+    assert main(["data", "verify", "mine", "--data-root", str(root)]) == 0
+    (root / "mine" / "mine" / "test" / "blob" / "blob01.png").write_bytes(b"broken")
+    assert main(["data", "verify", "mine", "--data-root", str(root)]) == 2
+    assert "blob01.png" in capsys.readouterr().err
 
 
 def test_add_flat_abnormal_is_one_class_and_masks_match_plain_stems(tmp_path):

@@ -241,16 +241,17 @@ def verify(name: str, root: Path, out=None) -> list[str]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from fsad_bench.data.registry import REAL_DATASETS, is_present
+    from fsad_bench.data.registry import REAL_DATASETS, all_datasets, is_present
     from fsad_bench.paths import data_root
 
     root = data_root(args.data_root)
+    own = [n for n, d in all_datasets(root).items() if d.kind != "builtin"]  # 'data add' and plugins
     if args.name == "all":
-        names = [n for n in REAL_DATASETS if is_present(n, root)]
+        names = [n for n in [*REAL_DATASETS, *own] if is_present(n, root)]
         if not names:
             raise DataError(f"no dataset is present under {root}; see 'fsad-bench data list'")
     else:
-        names = [_check_name(args.name)]
+        names = [args.name if args.name in own else _check_name(args.name)]
     problems = []
     for name in names:
         problems += verify(name, root)
