@@ -6,18 +6,13 @@ on first use, so ``import fsad_bench`` stays cheap (no torch, no pandas).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
 _LAZY = {"run": "fsad_bench.api", "load_results": "fsad_bench.api", "Detector": "fsad_bench.detectors.base",
          "TrainSet": "fsad_bench.detectors.base", "UserError": "fsad_bench.errors"}
 __all__ = ["Detector", "TrainSet", "UserError", "__version__", "load_results", "run"]
-
-if TYPE_CHECKING:
-    from fsad_bench.api import load_results, run
-    from fsad_bench.detectors.base import Detector, TrainSet
-    from fsad_bench.errors import UserError
 
 
 def __getattr__(name: str) -> Any:

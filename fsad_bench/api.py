@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from fsad_bench.detectors.base import Detector
     from fsad_bench.protocol import Budget, ProtocolSpec
     from fsad_bench.runner.job import Cell
-    from fsad_bench.runner.runner import RunSummary
+    from fsad_bench.runner.manifest import RunSummary
 
 #: Seconds per cell used by ``--dry-run`` when the store has no finished cell of the method at that
 #: budget and image size. Measured here: every q1 cell of the embedded synthetic dataset (3 categories,

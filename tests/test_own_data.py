@@ -286,6 +286,9 @@ def test_a_broken_dataset_plugin_is_named_in_a_warning_and_skipped(tmp_path, mon
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "WARNING: dataset plugin 'brokends'" in out and "synthetic" in out
+    assert run_q(tmp_path / "data", tmp_path / "out", dataset="brokends") == 2
+    err = capsys.readouterr().err
+    assert "unknown dataset 'brokends'; its plugin (no_such_module_xyz:DATASET) failed to load" in err
 
 
 def test_q2_uses_the_classes_of_a_user_category_named_like_a_paper_category(tmp_path):

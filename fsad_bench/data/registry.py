@@ -208,11 +208,11 @@ def plugin_datasets(warn: bool = True) -> dict[str, DatasetInfo]:
 
 # --- lookup -----------------------------------------------------------------------------------------
 
-def all_datasets(root: Path | None = None) -> dict[str, DatasetInfo]:
+def all_datasets(root: Path | None = None, warn: bool = True) -> dict[str, DatasetInfo]:
     """Built-in, then plugin, then user datasets. A user dataset that shares its name with a plugin
     installed after it was registered is an error (which of the two a run used would be a guess)."""
     out = dict(DATASETS)
-    plugins = plugin_datasets()
+    plugins = plugin_datasets(warn)
     users = user_datasets(root)
     for name in users:
         clash = [p for p in plugins if p.lower() == name.lower()]
@@ -225,10 +225,17 @@ def all_datasets(root: Path | None = None) -> dict[str, DatasetInfo]:
 
 
 def info(name: str, root: Path | None = None) -> DatasetInfo:
-    known = all_datasets(root)
+    known = all_datasets(root, warn=False)  # a broken plugin is named below if it is the one asked for
     if name not in known:
-        raise UserError(f"unknown dataset {name!r}; known: {', '.join(known)} (register your own with "
-                        "'fsad-bench data add')")
+        why = ""
+        for ep in entry_points(group=GROUP):
+            if ep.name == name:
+                try:
+                    _as_info(ep.load(), ep.name, ep.value)
+                except Exception as exc:
+                    why = f"; its plugin ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
+        raise UserError(f"unknown dataset {name!r}{why}; known: {', '.join(known)} (register your own "
+                        "with 'fsad-bench data add')")
     return known[name]
 
 
