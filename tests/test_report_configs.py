@@ -220,3 +220,30 @@ def test_frames_without_configuration_columns_are_one_group(missing):
     df = _frame([dict(method="a", seed=s) for s in range(3)]).drop(columns=[missing])
     (group,) = config_groups(df)
     assert group.heading == "" and len(group.rows) == 3
+
+
+def test_a_dataset_at_its_native_size_is_not_another_configuration(tmp_path, capsys):
+    # Mastcam runs at its native 64 px while the budget asks for 448 (fsad_bench.input_size)
+    folder = tmp_path / "res"
+    with ResultStore(folder) as store:
+        _put(store, "devnet", (0.90,) * 3)
+        _put(store, "devnet", (0.80,) * 3, dataset="mastcam", category="mastcam", img_size=64)
+        _put(store, "devnet", (0.50,) * 3, img_size=32)
+        _put(store, "devnet", (0.40,) * 3, dataset="mastcam", category="mastcam", img_size=32)
+    sections = _sections(_report(folder, capsys))
+    tables = {t: s for t, s in sections.items() if t.startswith("Q1") and "statistics" not in t}
+    assert sorted(t.rpartition("[")[2] for t in tables) == ["img_size=32]", "img_size=448]"]
+    large = next(s for t, s in tables.items() if t.endswith("[img_size=448]"))
+    assert _cell(large, "AITEX", 1) == "**0.900** ± 0.000"
+    assert _cell(large, "Mastcam", 1) == "**0.800** ± 0.000"
+    assert ("> this table: budget paper: devnet at 64 px (Mastcam: native size), weights imagenet; devnet at "
+            "448 px, weights imagenet" in large)
+    small = next(s for t, s in tables.items() if t.endswith("[img_size=32]"))
+    assert "0.500" in _cell(small, "AITEX", 1) and "0.400" in _cell(small, "Mastcam", 1)
+
+
+def test_a_native_size_alone_keeps_the_plain_title():
+    rows = [dict(method="a", seed=0, dataset=d, category=d, img_size=s) for d, s in (("aitex", 448),
+                                                                                   ("mastcam", 64))]
+    (group,) = config_groups(_frame(rows))
+    assert group.heading == "" and len(group.rows) == 2

@@ -8,7 +8,9 @@ rows of one protocol into groups that each hold at most one configuration
 - of the protocol (``budget``, ``code_version``, every setting key but the layout's axis): one per
   table;
 - of each method (``img_size``, every hyper-parameter but the axis, ``weights``, the detector's
-  identity ``detector_target/dist/version/source``): one per table column;
+  identity ``detector_target/dist/version/source``): one per table column (a dataset fed at its
+  native size, :data:`fsad_bench.input_size.NATIVE_INPUT_SIZE`, fits any larger size asked for: Mastcam
+  at 64 px beside the others at 448 px is one configuration);
 - of each (dataset, category)'s data (``data_fingerprint``): one per table row.
 
 Only keys that vary label a row. Keys are matched by name across methods (``--set img_size=48``
@@ -31,10 +33,12 @@ import networkx as nx
 import pandas as pd
 
 from fsad_bench.errors import UserError
+from fsad_bench.input_size import NATIVE_INPUT_SIZE
 
 #: provenance columns of a row's detector (added to the store after its first version)
 DETECTOR_COLUMNS = ("detector_target", "detector_dist", "detector_version", "detector_source")
 UNSET = "(unset)"  # a key a row does not record (a parameter that did not exist when it ran)
+AT_LEAST = ">="    # img_size of a row at its dataset's native size: what any size at least this gives
 
 # label key prefixes: the scope a key varies in
 _SHARED, _METHOD, _DATA = "shared", "method", "data"
@@ -93,7 +97,9 @@ def _row_items(df: pd.DataFrame, axis: set[str]) -> list[dict[_Key, str]]:
             if k not in axis:
                 out[_Key(_SHARED, k)] = _canonical(v)
         if "img_size" in columns and not _is_missing(r["img_size"]):
-            out[_Key(_METHOD, "img_size")] = _canonical(int(r["img_size"]))
+            size = int(r["img_size"])
+            native = NATIVE_INPUT_SIZE.get(r.get("dataset"))
+            out[_Key(_METHOD, "img_size")] = f"{AT_LEAST}{size}" if size == native else str(size)
         params = r.get("params") if isinstance(r.get("params"), dict) else {}
         for k, v in params.items():
             if k not in axis and k != "img_size":
@@ -149,9 +155,27 @@ def _provenance_labels(df: pd.DataFrame, labels: list[dict[_Key, str]]) -> dict[
     return details
 
 
+def _agree(key: _Key, a: str, b: str) -> bool:
+    """Whether two values of ``key`` can be one configuration: equal, or (image sizes) a dataset's
+    native size beside any size at least as large."""
+    if a == b:
+        return True
+    if key.name != "img_size" or not (a.startswith(AT_LEAST) or b.startswith(AT_LEAST)):
+        return False
+    sizes = [v for v in (a, b) if not v.startswith(AT_LEAST)]
+    floors = [int(v.removeprefix(AT_LEAST)) for v in (a, b) if v.startswith(AT_LEAST)]
+    return not sizes or (sizes[0].isdigit() and int(sizes[0]) >= max(floors))
+
+
 def _consistent(a: frozenset, b: frozenset) -> bool:
     da, db = dict(a), dict(b)
-    return all(db[k] == v for k, v in da.items() if k in db)
+    return all(_agree(k, v, db[k]) for k, v in da.items() if k in db)
+
+
+def _merge(merged: dict[_Key, str], key: _Key, value: str) -> None:
+    """The value a group shows for ``key``: a concrete image size over a native-size floor."""
+    if key not in merged or (merged[key].startswith(AT_LEAST) and not value.startswith(AT_LEAST)):
+        merged[key] = value
 
 
 def _natural(value: str) -> tuple[int, float, str]:
@@ -172,7 +196,7 @@ def _heading(label: dict[_Key, str], rows: pd.DataFrame, carriers: dict[_Key, se
     methods = set(rows.method) if "method" in rows else set()
     cats = set(zip(rows.dataset, rows.category)) if {"dataset", "category"} <= set(rows.columns) else set()
     for key in sorted(label, key=lambda k: (_SCOPE_ORDER[k.scope], k.name)):
-        value = label[key]
+        value = label[key].removeprefix(AT_LEAST)
         text = {"data version": f"data version {value}",
                 "detector code": f"detector code version {value}"}.get(key.name, f"{key.name}={value}")
         who = carriers.get(key, set())
@@ -222,15 +246,17 @@ def config_groups(df: pd.DataFrame, axis: Iterable[str] = (), name: Callable[[st
             carriers: dict[_Key, set[str]] = {}
             for i in picked:
                 for k, v in labels[i].items():
-                    merged[k] = v
+                    _merge(merged, k, v)
                     carriers.setdefault(k, set()).add(methods[i] if k.scope == _METHOD else where[i])
             notes = sorted({text for (k, tag), text in details.items()
                             if merged.get(k) == tag.partition("|")[0]
                             and tag.partition("|")[2] in carriers.get(k, ())})
-            order = tuple((_SCOPE_ORDER[k.scope], k.name, _natural(merged[k]))
+            order = tuple((_SCOPE_ORDER[k.scope], k.name, _natural(merged[k].removeprefix(AT_LEAST)))
                           for k in sorted(merged, key=lambda k: (_SCOPE_ORDER[k.scope], k.name)))
             groups.append(ConfigGroup(sub, _heading(merged, sub, carriers, name), notes, order))
         groups.sort(key=lambda g: g.order)
+        if len(groups) == 1:  # labels that vary but agree (native sizes): one configuration after all
+            groups = [ConfigGroup(df)]
     for group in groups:
         _check_no_repeats(group.rows, axis)
     return groups

@@ -28,6 +28,7 @@ from fsad_bench.report.tables import (
     nan_mean,
     nan_std,
     open_set_frame,
+    run_header,
 )
 
 #: MVTec AD's texture categories (the rest are objects) and the embedded textures (Table 4's groups)
@@ -109,7 +110,8 @@ def protocol_parts(df: pd.DataFrame, protocol: str, fmt: str, metric: str, heade
             suffix = f"-cfg{i + 1}"
             lines.append(f"configuration {i + 1} of {len(groups)} in this folder: {group.heading} (a table "
                          "pools only rows of one configuration)")
-            lines += group.details
+            lines += group.details + [f"this table: {line}" for line in run_header(group.rows, spec)
+                                      if line.startswith("budget ") and " px" in line]
         parts += _group_parts(group.rows, protocol, spec, fmt, metric, lines, fig_dir, statistics,
                               f" [{group.heading}]" if group.heading else "", suffix)
     return parts

@@ -19,6 +19,7 @@ import pandas as pd
 
 from fsad_bench.data.registry import DATASETS, MVTEC_CATEGORIES
 from fsad_bench.errors import UserError
+from fsad_bench.input_size import NATIVE_INPUT_SIZE
 from fsad_bench.report.presentation import ReportSpec, table2_spec, weights_note
 from fsad_bench.report.stats import MIN_WILCOXON, holm, paired_wilcoxon
 from fsad_bench.store import STORE_NAME, ResultStore
@@ -367,7 +368,10 @@ def run_header(df: pd.DataFrame, spec: ReportSpec | None = None) -> list[str]:
     for budget, g in df.groupby("budget"):
         parts = []
         for (img, weights), gg in g.groupby(["img_size", "weights"], dropna=False):
-            parts.append(f"{', '.join(sorted(gg.method.unique()))} at {int(img)} px, weights "
+            native = sorted(set(gg.dataset)) if "dataset" in gg else []
+            native = native if native and all(NATIVE_INPUT_SIZE.get(d) == int(img) for d in native) else []
+            where = f" ({', '.join(_display(d) for d in native)}: native size)" if native else ""
+            parts.append(f"{', '.join(sorted(gg.method.unique()))} at {int(img)} px{where}, weights "
                          f"{weights or 'n/a'}")
         lines.append(f"budget {budget}: {'; '.join(parts)}; seeds {sorted(g.seed.unique().tolist())}")
         for method, weights in sorted({(m, w) for m, w in zip(g.method, g.weights) if isinstance(w, str)}):
