@@ -123,7 +123,8 @@ def _varying(df: pd.DataFrame, items: list[dict[_Key, str]]) -> list[dict[_Key, 
             for i, it in enumerate(items)]
 
 
-def _provenance_labels(df: pd.DataFrame, labels: list[dict[_Key, str]]) -> dict[tuple[_Key, str], str]:
+def _provenance_labels(df: pd.DataFrame, labels: list[dict[_Key, str]], name: Callable[[str], str]
+                       ) -> dict[tuple[_Key, str], str]:
     """Add 'data version' and 'detector code' (ordinals of the fingerprints) to the labels of rows
     whose category or method has several; returns (key, ordinal text) -> what it stands for, by carrier."""
     details: dict[tuple[_Key, str], str] = {}
@@ -150,8 +151,8 @@ def _provenance_labels(df: pd.DataFrame, labels: list[dict[_Key, str]]) -> dict[
             labels[i][key] = str(ordinal[i])
             parts = ", ".join(f"{c.removeprefix('detector_')} {str(frame[c][i])[:16] or '-'}"
                               for c in present)
-            details[(key, f"{ordinal[i]}|{frame.method[i]}")] = (f"{frame.method[i]} detector code version "
-                                                                  f"{ordinal[i]}: {parts}")
+            details[(key, f"{ordinal[i]}|{frame.method[i]}")] = (f"{name(frame.method[i])} detector code "
+                                                                  f"version {ordinal[i]}: {parts}")
     return details
 
 
@@ -221,7 +222,7 @@ def config_groups(df: pd.DataFrame, axis: Iterable[str] = (), name: Callable[[st
     if rows.empty:
         return [ConfigGroup(df)]
     labels = _varying(rows, _row_items(rows, axis))
-    details = _provenance_labels(rows, labels)
+    details = _provenance_labels(rows, labels, name)
     frozen = [frozenset(lab.items()) for lab in labels]
     distinct = sorted(set(frozen), key=lambda f: sorted((k.name, _natural(v)) for k, v in f))
     if len(distinct) == 1:
