@@ -80,3 +80,67 @@ def test_localisation_and_ablation_map_to_tables_4_and_5():
     ablation = _frame({("aitex", "aitex", "devnet_rep"): [0.860] * 3})
     q4 = compare(ablation, "q4")
     assert q4.table == "table5" and q4.cells.paper_mean.tolist() == [0.860] and q4.agree == 1
+
+
+# --- settings behind the published numbers --------------------------------------------------------
+
+def _paper_settings(method: str) -> tuple[int, dict]:
+    """(image size, resolved hyper-parameters) of ``method`` at q1's paper budget, as a run stores them."""
+    import dataclasses
+    import json
+
+    from fsad_bench.detectors.registry import load_detector
+    from fsad_bench.protocol import load_protocol
+
+    budget = load_protocol("q1").budget("paper")
+    cls = load_detector(method)
+    params = budget.method_params(method)
+    img_size = int(params.pop("img_size", budget.img_size))
+    params.setdefault("weights", budget.weights)
+    return img_size, json.loads(json.dumps(dataclasses.asdict(cls.config_from_params(params))))
+
+
+def _store_paper_rows(folder, changes: dict[str, dict]) -> None:
+    from fsad_bench.store import CellResult, ResultStore
+
+    with ResultStore(folder) as store:
+        for method, value in (("devnet", 0.887), ("minns", 0.813)):
+            img_size, params = _paper_settings(method)
+            params.update(changes.get(method, {}))
+            for seed in range(3):
+                store.put(CellResult(
+                    key=f"{method}-{seed}", protocol="q1", dataset="aitex", category="aitex", method=method,
+                    seed=seed, setting={"n_anomaly": 10}, budget="paper", img_size=img_size, status="ok",
+                    auc_roc=value, auc_pr=value, weights="imagenet", params=params, code_version="0.1.0"))
+
+
+def test_a_method_run_with_other_settings_is_marked_with_what_differs(tmp_path, capsys):
+    folder = tmp_path / "res"
+    _store_paper_rows(folder, {"minns": {"lr": 0.01}})
+    assert main(["report", str(folder), "--compare-paper"]) == 0
+    out = capsys.readouterr().out
+    devnet = next(x for x in out.splitlines() if x.startswith("| AITEX") and "| DevNet" in x)
+    minns = next(x for x in out.splitlines() if x.startswith("| AITEX") and "| MINNS" in x)
+    assert "‡" not in devnet  # ran with exactly the published settings
+    assert "| MINNS ‡ " in minns
+    assert ("‡ MINNS: settings differ from those behind the published numbers: lr = 0.01 (published: 2e-4"
+            in out)
+    assert "1 of them are of methods whose settings differ from the published ones" in out
+
+
+def test_paper_settings_everywhere_leave_no_mark(tmp_path, capsys):
+    folder = tmp_path / "res"
+    _store_paper_rows(folder, {})
+    assert main(["report", str(folder), "--compare-paper", "--format", "latex"]) == 0
+    out = capsys.readouterr().out
+    assert "ddagger" not in out and "settings differ" not in out
+
+
+def test_a_csv_records_no_settings_so_every_method_is_marked(tmp_path, capsys):
+    path = tmp_path / "long.csv"
+    path.write_text("dataset,category,method,seed,auc_roc\n" +
+                    "".join(f"aitex,,devnet,{s},0.887\n" for s in range(3)))
+    assert main(["report", "--from-csv", str(path), "--compare-paper"]) == 0
+    out = capsys.readouterr().out
+    assert "| DevNet ‡ " in out and "DevNet: settings differ from those behind the published numbers: its " \
+        "settings are not recorded" in out

@@ -115,7 +115,7 @@ def test_curve_report_and_figure(tmp_path):
     assert len(row) == 1 and "0.820 ± 0.010" in row[0] and "0.720 ± 0.010" in row[0]
     assert (tmp_path / "fig" / "q5.png").stat().st_size > 5000 and (tmp_path / "fig" / "q5.pdf").exists()
     csv = protocol_report(df, "q5", "csv", "auc_roc", [], None)
-    assert csv.splitlines()[0] == "dataset,n_anomaly,method,mean,std" and len(csv.splitlines()) == 1 + 8
+    assert csv.splitlines()[0] == "dataset,n_anomaly,method,mean,std,flags" and len(csv.splitlines()) == 1 + 8
 
 
 def test_open_set_table_rows_are_known_classes():

@@ -72,7 +72,7 @@ def _long(matrix: pd.DataFrame) -> pd.DataFrame:
 def test_statistics_section_labels_spreads_and_draws_cd(tmp_path):
     table = build_table(_long(MATRIX))
     labels = [label for label, _ in table.pvalue_rows]
-    assert labels == ["p-value (8)", "Holm p (8)"]
+    assert labels == ["p-value (8)", "Holm p (8) (ours)"]
     part = statistics_part(table, "markdown", tmp_path, "q1_auc_roc", "Q1")
     assert "Friedman over 8 datasets" in part.body and "critical difference" in part.body
     assert "dataset spread" in part.body and "seed spread" in part.body

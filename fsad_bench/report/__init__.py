@@ -6,6 +6,7 @@ one module loads only what it needs):
 - ``stats``: significance tests (Wilcoxon, Holm, Friedman / Nemenyi);
 - ``presentation``: method names, column order, reference method and curve axes, from the detectors'
   declarations and the protocol spec;
+- ``configs``: which rows may share a table (one resolved configuration each, headed by what differs);
 - ``tables``: long-form results -> :class:`~fsad_bench.report.tables.Table` (rows, mean ± seed std,
   p-value rows);
 - ``render``: a table or grid as Markdown, LaTeX, HTML or CSV; ``Part``, one section of a report;

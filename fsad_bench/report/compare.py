@@ -11,7 +11,9 @@ so that two identical seed-free numbers are not 'different' by rounding alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import html
+import json
+from dataclasses import dataclass, field
 from importlib import resources
 
 import numpy as np
@@ -19,7 +21,11 @@ import pandas as pd
 
 from fsad_bench.data.registry import DATASETS
 from fsad_bench.errors import UserError
-from fsad_bench.report.presentation import paper_column
+from fsad_bench.published_settings import published_settings_differ
+from fsad_bench.report.configs import config_groups
+from fsad_bench.report.presentation import paper_column, report_spec
+from fsad_bench.report.render import Part, render_grid
+from fsad_bench.report.tables import FLAG_MARK, flag_list, nan_mean, nan_std
 
 #: protocol -> (published table, the metric that table reports)
 PAPER_TABLES = {"q1": ("table2", "auc_roc"), "q2": ("table3", "auc_roc"),
@@ -29,6 +35,10 @@ KEYS = ["dataset", "category", "known_class", "method"]
 PAPER_KEYS = ["dataset", "category", "known_class", "paper_column"]
 ROUNDING_FLOOR = 0.0005
 N_SD = 2.0
+#: marks a method whose settings differ from those behind the published numbers
+SETTINGS_MARK = "‡"
+NOT_RECORDED = ("its settings are not recorded (a long-form CSV), so they are not known to be the published "
+                "ones")
 
 
 def load_published(table: str) -> pd.DataFrame:
@@ -57,37 +67,65 @@ def our_cells(df: pd.DataFrame, by_known_class: bool = False) -> pd.DataFrame:
     df["category"] = [c if _multi(d) else "" for d, c in zip(df.dataset, df.category)]
     recs = []
     for key, g in df.groupby(KEYS):
-        recs.append(dict(zip(KEYS, key), mean=g.value.mean(), std=g.value.std(ddof=0)))
+        recs.append(dict(zip(KEYS, key), mean=nan_mean(g.value), std=nan_std(g.value), flags=_flags(g)))
     up = ["dataset", "category", "method"] if by_known_class else ["dataset", "method"]
     inner = "known_class" if by_known_class else "category"
     for key, g in df.groupby(up):
         if g[inner].nunique() < 2 and not (not by_known_class and _multi(key[0])):
             continue
-        per_seed = g.groupby("seed").value.mean()
-        rec = dict(zip(up, key), mean=g.groupby(inner).value.mean().mean(), std=per_seed.std(ddof=0))
+        per_seed = g.groupby("seed").value.apply(nan_mean)
+        rec = dict(zip(up, key), mean=nan_mean(g.groupby(inner).value.apply(nan_mean)), std=nan_std(per_seed),
+                   flags=_flags(g))
         recs.append({"category": "", "known_class": "", **rec})
-    return pd.DataFrame(recs, columns=KEYS + ["mean", "std"])
+    return pd.DataFrame(recs, columns=KEYS + ["mean", "std", "flags"])
+
+
+def _flags(rows: pd.DataFrame) -> str:
+    """'name (seed s: reason); ...' of the flagged results among ``rows`` ('' when none)."""
+    if "flags" not in rows.columns:
+        return ""
+    return "; ".join(f"{flag} (seed {r.seed}" + (f": {reason})" if reason else ")")
+                     for r in rows.itertuples() for flag, reason in flag_list(r.flags))
 
 
 @dataclass
 class Comparison:
     table: str                 # the paper's table, e.g. "table2"
     metric: str
-    cells: pd.DataFrame        # KEYS + paper_column, ours_mean, ours_std, paper_mean, paper_std, diff, sd,
-                               # differs
+    cells: pd.DataFrame        # KEYS + paper_column, ours_mean, ours_std, flags, paper_mean, paper_std, diff,
+                               # sd, differs
     unmatched_datasets: list[str]
+    #: method -> how its settings differ from those behind the published numbers ([] = they match)
+    settings_differ: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def other_settings(self) -> list[str]:
+        """The compared methods whose settings differ from the published ones (marked SETTINGS_MARK)."""
+        return sorted(m for m in set(self.cells.method) if self.settings_differ.get(m))
 
     @property
     def agree(self) -> int:
-        return int((~self.cells.differs).sum())
+        return int((~self.cells.differs & self.cells.ours_mean.notna()).sum())
+
+    @property
+    def undefined(self) -> int:
+        """Cells of ours without a mean (a NaN seed): neither agreeing nor differing."""
+        return int(self.cells.ours_mean.isna().sum())
 
     def summary(self) -> str:
         n = len(self.cells)
         if not n:
             return (f"no published {self.table} numbers for the datasets and methods run "
                     f"({', '.join(self.unmatched_datasets) or 'none'}): nothing to compare")
-        return (f"{self.agree} of {n} cells agree with the paper's {self.table} within {N_SD:g} sd; "
-                f"{n - self.agree} differ (marked !)")
+        text = (f"{self.agree} of {n} cells agree with the paper's {self.table} within {N_SD:g} sd; "
+                f"{n - self.agree - self.undefined} differ (marked !)")
+        if self.undefined:
+            text += f"; {self.undefined} have no mean of ours (NaN)"
+        if self.other_settings:
+            k = int(self.cells.method.isin(self.other_settings).sum())
+            text += (f"; {k} of them are of methods whose settings differ from the published ones (marked "
+                     f"{SETTINGS_MARK}), so agreement there says little")
+        return text
 
 
 def compare(df: pd.DataFrame, protocol: str) -> Comparison | None:
@@ -108,7 +146,39 @@ def compare(df: pd.DataFrame, protocol: str) -> Comparison | None:
     cells["sd"] = np.maximum(np.sqrt(cells.ours_std**2 + cells.paper_std.fillna(0) ** 2), ROUNDING_FLOOR)
     cells["differs"] = cells["diff"].abs() > N_SD * cells.sd
     unmatched = sorted(set(df.dataset) - set(cells.dataset))
-    return Comparison(table, metric, cells, unmatched)
+    return Comparison(table, metric, cells, unmatched, settings_differences(df[df.method.isin(cells.method)]))
+
+
+def settings_differences(df: pd.DataFrame) -> dict[str, list[str]]:
+    """method -> each way its rows' settings (``params``, ``img_size``) differ from those behind the
+    published numbers (:func:`fsad_bench.published_settings.published_settings_differ`), a line that
+    holds for only some datasets naming them; rows that record no settings (a CSV) say so."""
+    out: dict[str, list[str]] = {}
+    for method, g in df.groupby("method"):
+        if "params" not in g.columns:
+            out[method] = [NOT_RECORDED]
+            continue
+        where: dict[str, set[str]] = {}
+        seen: set[tuple[str, str, str]] = set()
+        for r in g.itertuples():
+            params = r.params if isinstance(r.params, dict) else {}
+            img = getattr(r, "img_size", None)
+            img = None if img is None or pd.isna(img) else int(img)
+            memo = (json.dumps(params, sort_keys=True, default=str), str(img), r.dataset)
+            if memo in seen:
+                continue
+            seen.add(memo)
+            for line in published_settings_differ(method, params, img, r.dataset):
+                where.setdefault(line, set()).add(r.dataset)
+        everywhere = set(g.dataset)
+        out[method] = [line if datasets == everywhere else
+                       f"{line} on {', '.join(_display(d) for d in sorted(datasets))}"
+                       for line, datasets in where.items()]
+    return out
+
+
+def _display(dataset: str) -> str:
+    return DATASETS[dataset].display if dataset in DATASETS else dataset
 
 
 def _label(dataset: str, category: str, known_class: str, table: str) -> str:
@@ -133,13 +203,71 @@ def comparison_rows(comp: Comparison, display: dict[str, str]) -> tuple[list[str
     body = []
     for r in cells.itertuples():
         paper = f"{r.paper_mean:.3f}" + ("" if np.isnan(r.paper_std) else f" ± {r.paper_std:.3f}")
+        ours = "NaN" if np.isnan(r.ours_mean) else f"{r.ours_mean:.3f} ± {r.ours_std:.3f}"
+        method = _method_label(display.get(r.method, r.method), r.paper_column)
         body.append([_label(r.dataset, r.category, r.known_class, comp.table),
-                     _method_label(display.get(r.method, r.method), r.paper_column),
-                     f"{r.ours_mean:.3f} ± {r.ours_std:.3f}", paper,
-                     f"{r.diff:+.3f}",
+                     method + (f" {SETTINGS_MARK}" if comp.settings_differ.get(r.method) else ""),
+                     ours + (f" {FLAG_MARK}" if r.flags else ""), paper,
+                     "n/a" if np.isnan(r.diff) else f"{r.diff:+.3f}",
                      "!" if r.differs else ""])
     return ["Data", "Method", "ours", "paper", "diff", f"> {N_SD:g} sd"], body
 
 
 def _method_label(name: str, column: str) -> str:
     return name if column in name else f"{name} = paper's {column}"
+
+
+def comparison_part(df: pd.DataFrame, protocol: str, fmt: str) -> Part:
+    """Ours beside the paper for one protocol (df: its rows, with the paper table's metric): one grid
+    per configuration of the rows (never a pooled cell), methods whose settings differ from the
+    published ones marked ‡ with what differs, cells with flagged results marked †."""
+    title = f"{protocol}: ours beside the paper"
+    if protocol not in PAPER_TABLES:
+        return Part(title, notes_text([f"the paper prints no numbers for protocol {protocol} (its results "
+                                       "are figures only): nothing to compare"], fmt))
+    spec = report_spec(protocol)
+    axis = ("known_class",) if PAPER_TABLES[protocol][0] == "table3" else ()
+    groups = config_groups(df, axis, spec.name) if len(df) else []
+    bodies = [_comparison_body(g.rows, protocol, fmt, g.heading, f"-cfg{i + 1}" if len(groups) > 1 else "")
+              for i, g in enumerate(groups)] or [_comparison_body(df, protocol, fmt, "", "")]
+    return Part(title, "\n".join(bodies))
+
+
+def _comparison_body(df: pd.DataFrame, protocol: str, fmt: str, heading: str, suffix: str) -> str:
+    comp = compare(df, protocol)
+    notes = ([f"configuration: {heading}"] if heading else []) + [
+        comp.summary(),
+        f"metric {comp.metric}; diff = ours - paper; ! = |diff| > 2 sd with sd = sqrt(std_ours^2 + "
+        "std_paper^2) (floored at 0.0005, the published rounding); only the datasets and methods run "
+        "are compared"]
+    budgets = sorted(set(df.budget)) if "budget" in df.columns else []
+    if budgets and budgets != ["paper"]:
+        notes.append(f"ours ran at budget {', '.join(budgets)}, not the paper's settings: differences are "
+                     "expected")
+    names = report_spec(protocol).names(sorted(set(df.method)))
+    for method in comp.other_settings:
+        notes.append(f"{SETTINGS_MARK} {names[method]}: settings differ from those behind the published "
+                     f"numbers: {'; '.join(comp.settings_differ[method])}")
+    flagged = comp.cells[comp.cells["flags"] != ""] if len(comp.cells) else comp.cells
+    for r in flagged.itertuples():
+        notes.append(f"{FLAG_MARK} {_label(r.dataset, r.category, r.known_class, comp.table)}, "
+                     f"{names.get(r.method, r.method)}: includes flagged results: {r.flags}")
+    if comp.unmatched_datasets:
+        notes.append(f"no published numbers for: {', '.join(comp.unmatched_datasets)}")
+    if comp.cells.empty:
+        return notes_text(notes, fmt)
+    if fmt == "csv":
+        cells = comp.cells.assign(settings_differ=comp.cells.method.map(
+            lambda m: "; ".join(comp.settings_differ.get(m, []))))
+        return (cells.assign(configuration=heading) if heading else cells).to_csv(index=False)
+    headers, body = comparison_rows(comp, names)
+    caption = f"{protocol}: ours vs the paper's {comp.table}" + (f" [{heading}]" if heading else "")
+    return render_grid(headers, body, fmt, notes, caption, f"tab:{protocol}-vs-paper{suffix}")
+
+
+def notes_text(lines: list[str], fmt: str) -> str:
+    """Lines of notes without a table, in the report's format."""
+    if fmt == "html":
+        return "".join(f'<p class="note">{html.escape(s)}</p>' for s in lines)
+    prefix = {"latex": "% ", "csv": "# "}.get(fmt, "> ")
+    return "\n".join(prefix + s for s in lines) + "\n"

@@ -13,43 +13,17 @@ from pathlib import Path
 import pandas as pd
 
 from fsad_bench import __version__
-from fsad_bench.report.compare import PAPER_TABLES, compare, comparison_rows
+from fsad_bench.report.compare import PAPER_TABLES, comparison_part
 from fsad_bench.report.figures import heatmap_panels, localisation_f1_curve
 from fsad_bench.report.html import build_html
 from fsad_bench.report.layouts import protocol_parts
 from fsad_bench.report.presentation import report_spec
-from fsad_bench.report.render import Part, render_grid
+from fsad_bench.report.render import Part
 from fsad_bench.report.tables import load_long, run_header
 from fsad_bench.store import ResultStore
 
 FORMATS = ("markdown", "latex", "csv", "html")
 MANIFEST_NAME = "run_manifest.json"
-
-
-def comparison_part(df: pd.DataFrame, protocol: str, fmt: str) -> Part:
-    """Ours beside the paper for one protocol (df: its rows, with the paper table's metric)."""
-    title = f"{protocol}: ours beside the paper"
-    comp = compare(df, protocol)
-    if comp is None:
-        return Part(title, _lines([f"the paper prints no numbers for protocol {protocol} (its results "
-                                   "are figures only): nothing to compare"], fmt))
-    notes = [comp.summary(),
-             f"metric {comp.metric}; diff = ours - paper; ! = |diff| > 2 sd with sd = sqrt(std_ours^2 + "
-             "std_paper^2) (floored at 0.0005, the published rounding); only the datasets and methods run "
-             "are compared"]
-    budgets = sorted(set(df.budget)) if "budget" in df.columns else []
-    if budgets and budgets != ["paper"]:
-        notes.append(f"ours ran at budget {', '.join(budgets)}, not the paper's settings: differences are "
-                     "expected")
-    if comp.unmatched_datasets:
-        notes.append(f"no published numbers for: {', '.join(comp.unmatched_datasets)}")
-    if comp.cells.empty:
-        return Part(title, _lines(notes, fmt))
-    headers, body = comparison_rows(comp, report_spec(protocol).names(comp.cells.method.unique()))
-    if fmt == "csv":
-        return Part(title, comp.cells.to_csv(index=False))
-    return Part(title, render_grid(headers, body, fmt, notes, f"{protocol}: ours vs the paper's {comp.table}",
-                                   f"tab:{protocol}-vs-paper"))
 
 
 def _lines(lines: list[str], fmt: str) -> str:

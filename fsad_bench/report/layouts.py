@@ -6,14 +6,30 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from fsad_bench.errors import UserError
+from fsad_bench.report.configs import config_groups
 from fsad_bench.report.figures import cd_diagram, curve_figure
 from fsad_bench.report.presentation import ReportSpec, report_spec
 from fsad_bench.report.render import Part, render, render_grid
 from fsad_bench.report.stats import friedman_nemenyi
-from fsad_bench.report.tables import LEVELS, SEED_SPREAD_NOTE, Table, build_table, curve_frame, open_set_frame
+from fsad_bench.report.tables import (
+    FLAG_MARK,
+    LEVELS,
+    SEED_SPREAD_NOTE,
+    Table,
+    build_table,
+    curve_frame,
+    flag_list,
+    flagged_lines,
+    left_out,
+    nan_mean,
+    nan_std,
+    open_set_frame,
+    run_header,
+)
 
 #: MVTec AD's texture categories (the rest are objects) and the embedded textures (Table 4's groups)
 TEXTURES = {"carpet", "grid", "leather", "tile", "wood", "brick", "grass", "gravel"}
@@ -24,56 +40,101 @@ def protocol_layout(protocol: str) -> str:
     return report_spec(protocol).layout
 
 
-def curve_text(frame: pd.DataFrame, x: str, fmt: str, spec: ReportSpec) -> str:
-    """Rows dataset x setting value, one column per method: mean ± std over seeds."""
+def curve_text(frame: pd.DataFrame, x: str, fmt: str, spec: ReportSpec, label: str | None = None) -> str:
+    """Rows dataset x setting value, one column per method: mean ± std over seeds (NaN when a seed has
+    none; † when a point includes results flagged as suspect, listed in the notes)."""
     methods = spec.order(frame.method.unique())
-    body = []
+    body, flagged, recs = [], [], []
     for (dataset, xv), g in frame.groupby(["dataset", "x"]):
         row = [dataset, f"{xv:g}"]
         for m in methods:
-            v = g[g.method == m].value
-            row.append(f"{v.mean():.3f} ± {v.std(ddof=0):.3f}" if len(v) else "-")
+            v = g[g.method == m]
+            if not len(v):
+                row.append("-")
+                continue
+            lines = flagged_lines(v, f"{dataset}, {x}={xv:g}, {spec.name(m)},")
+            mean, std = nan_mean(v.value), nan_std(v.value)
+            mark = f" {FLAG_MARK}" if lines else ""
+            row.append(("NaN" if np.isnan(mean) else f"{mean:.3f} ± {std:.3f}") + mark)
+            flagged += lines
+            names = sorted({f for item in v["flags"] for f, _ in flag_list(item)}) if "flags" in v else []
+            recs.append({"dataset": dataset, x: xv, "method": m, "mean": mean, "std": std,
+                         "flags": ";".join(names)})
         body.append(row)
     headers = ["Data", x] + [spec.name(m) for m in methods]
     if fmt == "csv":
-        recs = [{"dataset": d, x: xv, "method": m, "mean": g.value.mean(), "std": g.value.std(ddof=0)}
-                for (d, xv, m), g in frame.groupby(["dataset", "x", "method"])]
         return pd.DataFrame(recs).to_csv(index=False)
-    return render_grid(headers, body, fmt, [SEED_SPREAD_NOTE] if fmt != "markdown" else [],
-                       f"AUC-ROC w.r.t. {x} (mean ± std over seeds)", f"tab:{x}")
+    notes = [SEED_SPREAD_NOTE] if fmt != "markdown" else []
+    if flagged:
+        notes += [f"{FLAG_MARK} = the point includes results flagged as suspect (kept, not dropped):",
+                  *flagged]
+    return render_grid(headers, body, fmt, notes, f"AUC-ROC w.r.t. {x} (mean ± std over seeds)",
+                       label or f"tab:{x}")
 
 
 def protocol_report(df: pd.DataFrame, protocol: str, fmt: str, metric: str, header: list[str],
                     fig_dir: Path | None = None) -> str:
-    """The table (and figures) of one protocol in its paper layout, as one text."""
+    """The table (and figures) of one protocol in its paper layout, as one text (one table per
+    configuration when the rows hold several, each titled in Markdown)."""
     parts = protocol_parts(df, protocol, fmt, metric, header, fig_dir, statistics=False)
-    lines = [parts[0].title] if fmt == "markdown" and parts[0].title else []
-    return "\n".join(lines + [p.body for p in parts])
+    if fmt != "markdown":
+        return "\n".join(p.body for p in parts)
+    return "\n".join((f"{p.title}\n" if p.title else "") + p.body for p in parts)
+
+
+def layout_axis(spec: ReportSpec) -> tuple[str, ...]:
+    """The setting keys a layout varies within one table: a curve's x axis, Table 3's known class."""
+    if spec.layout == "curve":
+        return (spec.curve_x,) if spec.curve_x else ()
+    return ("known_class",) if spec.layout == "table3" else ()
 
 
 def protocol_parts(df: pd.DataFrame, protocol: str, fmt: str, metric: str, header: list[str],
                    fig_dir: Path | None = None, statistics: bool = True) -> list[Part]:
     """One protocol in its paper layout (the spec's ``report`` key): the table, and for tables with
-    datasets as rows the statistics beyond the paper (ranks, Friedman, CD diagram, spreads)."""
+    datasets as rows the statistics beyond the paper (ranks, Friedman, CD diagram, spreads); one such
+    set per configuration of the rows (:func:`~fsad_bench.report.configs.config_groups`), headed by
+    what differs."""
     if df.empty:
         raise UserError("no finished cells to report")
     spec = report_spec(protocol)
+    if spec.layout == "curve" and not spec.curve_x:
+        raise UserError(f"protocol {protocol} has report = \"curve\" but no curve_x: name the setting "
+                        "on the x axis in its spec, e.g. curve_x = \"n_anomaly\"")
+    groups = config_groups(df, layout_axis(spec), spec.name)
+    parts: list[Part] = []
+    for i, group in enumerate(groups):
+        lines = list(header)
+        suffix = ""
+        if len(groups) > 1:
+            suffix = f"-cfg{i + 1}"
+            lines.append(f"configuration {i + 1} of {len(groups)} in this folder: {group.heading} (a table "
+                         "pools only rows of one configuration)")
+            lines += group.details + [f"this table: {line}" for line in run_header(group.rows, spec)
+                                      if line.startswith("budget ") and " px" in line]
+        parts += _group_parts(group.rows, protocol, spec, fmt, metric, lines, fig_dir, statistics,
+                              f" [{group.heading}]" if group.heading else "", suffix)
+    return parts
+
+
+def _group_parts(df: pd.DataFrame, protocol: str, spec: ReportSpec, fmt: str, metric: str,
+                 header: list[str], fig_dir: Path | None, statistics: bool, heading: str, suffix: str
+                 ) -> list[Part]:
+    """One configuration's table (and statistics); ``heading`` goes into its titles, ``suffix`` into
+    its figure names and LaTeX labels (both empty for a folder of one configuration)."""
     layout = spec.layout
-    title = spec.title + ("" if metric == "auc_roc" else f" - {metric}")
+    title = spec.title + ("" if metric == "auc_roc" else f" - {metric}") + heading
     caption = f"{title}: {metric.replace('_', '-').upper()} (mean ± std over seeds)"
-    label = f"tab:{protocol}-{metric}".replace("_", "-")
+    label = f"tab:{protocol}-{metric}{suffix}".replace("_", "-")
     if metric.startswith("pixel"):
         header = header + [f"metric {metric}: " + ("the authors' mean of per-image pixel AUCs over test "
                                                    "anomalies" if metric.endswith("per_image") else
                                                    "pooled pixel AUROC over all test images (anomalib)")]
     if layout == "curve":
-        if not spec.curve_x:
-            raise UserError(f"protocol {protocol} has report = \"curve\" but no curve_x: name the setting "
-                            "on the x axis in its spec, e.g. curve_x = \"n_anomaly\"")
         x = spec.curve_x
         frame = curve_frame(df, x)
-        text = curve_text(frame, x, fmt, spec)
-        paths = curve_figure(frame, x, title, fig_dir, protocol, spec) if fig_dir is not None else []
+        text = curve_text(frame, x, fmt, spec, f"tab:{x}{suffix}")
+        paths = curve_figure(frame, x, title, fig_dir, protocol + suffix, spec) if fig_dir is not None else []
         notes = "\n".join(f"> {n}" for n in header) if fmt == "markdown" else ""
         return [Part(title, "\n".join(([notes, ""] if notes else []) + [text]), paths)]
     table = build_table(open_set_frame(df), multi=True, spec=spec) if layout == "table3" else \
@@ -91,7 +152,7 @@ def protocol_parts(df: pd.DataFrame, protocol: str, fmt: str, metric: str, heade
                            "pair the known-class sets")
     parts = [Part(title, render(table, fmt, header, caption, label))]
     if statistics and fmt != "csv":
-        parts.append(statistics_part(table, fmt, fig_dir, f"{protocol}_{metric}", title))
+        parts.append(statistics_part(table, fmt, fig_dir, f"{protocol}_{metric}{suffix}", title))
     return parts
 
 
@@ -104,6 +165,10 @@ def statistics_part(table: Table, fmt: str, fig_dir: Path | None, stem: str, tit
         test = friedman_nemenyi(matrix)
         tests[level] = test
         what = f"Friedman over {test.n_datasets} datasets ({LEVELS[level]}) x {len(test.methods)} methods"
+        dropped = left_out(table, level, matrix, table.methods)
+        if dropped:
+            notes.append(f"left out of the rank tests ({LEVELS[level]}), which need every method on a "
+                         f"dataset: {'; '.join(dropped)}")
         if test.p_value is None:
             notes.append(f"{what}: not computed ({test.reason})")
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,10 +26,20 @@ class Part:
 
 
 def _best(row: Row) -> set[str]:
-    if not row.cells:
+    means = {m: round(v[0], 3) for m, v in row.cells.items() if not math.isnan(v[0])}
+    if not means:
         return set()
-    top = max(round(v[0], 3) for v in row.cells.values())
-    return {m for m, v in row.cells.items() if round(v[0], 3) == top}
+    top = max(means.values())
+    return {m for m, v in means.items() if v == top}
+
+
+def cell_text(row: Row, method: str, best: set[str]) -> str:
+    """'mean ± std' of one cell, bold when best, 'NaN' without a mean, ' †' when it includes flagged
+    results."""
+    mean, std = row.cells[method]
+    if math.isnan(mean):
+        return "NaN" + row.mark(method)
+    return (f"**{mean:.3f}**" if method in best else f"{mean:.3f}") + f" ± {std:.3f}" + row.mark(method)
 
 
 def render(table: Table, fmt: str, header_lines: list[str] | None = None, caption: str = "",
@@ -38,7 +49,8 @@ def render(table: Table, fmt: str, header_lines: list[str] | None = None, captio
     names = [table.names.get(m, m) for m in table.methods]
     if fmt == "csv":
         out = io.StringIO()
-        recs = [{"row": r.label, "average_row": r.is_average, "method": m, "mean": v[0], "std": v[1]}
+        recs = [{"row": r.label, "average_row": r.is_average, "method": m, "mean": v[0], "std": v[1],
+                 "flags": ";".join(r.flags.get(m, []))}
                 for r in table.rows for m, v in r.cells.items()]
         recs += [{"row": label, "average_row": False, "method": m, "p_value": p}
                  for label, ps in table.pvalue_rows for m, p in ps.items() if m != table.reference]
@@ -50,11 +62,7 @@ def render(table: Table, fmt: str, header_lines: list[str] | None = None, captio
         best = _best(r)
         cells = []
         for m in table.methods:
-            if m not in r.cells:
-                cells.append("-")
-                continue
-            mean, std = r.cells[m]
-            cells.append((f"**{mean:.3f}**" if m in best else f"{mean:.3f}") + f" ± {std:.3f}")
+            cells.append(cell_text(r, m, best) if m in r.cells else "-")
         if table.group_headers:
             first = ["" if r.group == previous_group else r.group, "**Mean**" if r.is_average else r.label]
             previous_group = r.group
@@ -74,7 +82,8 @@ _BOLD = re.compile(r"\*\*(.+?)\*\*")
 
 _LATEX_SPECIAL = {"\\": "\\textbackslash{}", "&": "\\&", "%": "\\%", "#": "\\#", "_": "\\_", "{": "\\{",
                   "}": "\\}", "$": "\\$", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}",
-                  "±": "$\\pm$", "≥": "$\\geq$", "≤": "$\\leq$", "→": "$\\rightarrow$"}
+                  "±": "$\\pm$", "≥": "$\\geq$", "≤": "$\\leq$", "→": "$\\rightarrow$",
+                  "†": "$^\\dagger$", "‡": "$^\\ddagger$"}
 
 
 def _latex_escape(text: str) -> str:

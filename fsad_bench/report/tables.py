@@ -19,6 +19,7 @@ import pandas as pd
 
 from fsad_bench.data.registry import DATASETS, MVTEC_CATEGORIES
 from fsad_bench.errors import UserError
+from fsad_bench.input_size import NATIVE_INPUT_SIZE
 from fsad_bench.report.presentation import ReportSpec, table2_spec, weights_note
 from fsad_bench.report.stats import MIN_WILCOXON, holm, paired_wilcoxon
 from fsad_bench.store import STORE_NAME, ResultStore
@@ -34,12 +35,67 @@ SEED_SPREAD_NOTE = ("± = seed spread: population std over seeds of a dataset's 
                     "per-seed average); the spread over datasets is reported separately")
 
 
+#: marks a table cell whose mean includes results the detector flagged (e.g. diverged training)
+FLAG_MARK = "†"
+#: the layouts whose p-value rows the paper prints, and at which levels (LEVELS); other rows are ours
+PAPER_PVALUE_LEVELS = {"table2": ("per_dataset", "per_category"), "table3": ("per_category",)}
+NAN_NOTE = ("NaN: a seed's AUC is missing (NaN) in the input, so the cell's mean is undefined; the "
+            "dataset leaves that method's tests")
+
+
 @dataclass
 class Row:
     label: str
     cells: dict[str, tuple[float, float]]  # method -> (mean, std over seeds)
     is_average: bool = False
     group: str = ""  # the dataset the row belongs to (Table 3's tier-1 set)
+    #: method -> names of the flags among the results of the cell (marked FLAG_MARK)
+    flags: dict[str, list[str]] = field(default_factory=dict)
+
+    def mark(self, method: str) -> str:
+        """' †' when the cell of ``method`` includes flagged results, else ''."""
+        return f" {FLAG_MARK}" if self.flags.get(method) else ""
+
+
+def flag_list(value: object) -> list[tuple[str, str]]:
+    """(flag, reason) pairs of a row's ``flags`` (a list of {"flag", "reason"}; none, [] or a missing
+    column: no flags)."""
+    if not isinstance(value, list):
+        return []
+    return [(str(f.get("flag", "flag")), str(f.get("reason", ""))) if isinstance(f, dict) else (str(f), "")
+            for f in value]
+
+
+def flagged_lines(df: pd.DataFrame, label: str) -> list[str]:
+    """One note line per flagged result of ``df`` (the rows of one table cell, labelled ``label``)."""
+    if "flags" not in df.columns:
+        return []
+    lines = []
+    for r in df.itertuples():
+        for flag, reason in flag_list(r.flags):
+            lines.append(f"{FLAG_MARK} {label} seed {r.seed}: {flag}" + (f" ({reason})" if reason else ""))
+    return lines
+
+
+def _names_of_flags(df: pd.DataFrame) -> list[str]:
+    if "flags" not in df.columns:
+        return []
+    return sorted({flag for value in df["flags"] for flag, _ in flag_list(value)})
+
+
+def nan_mean(values: pd.Series) -> float:
+    """The mean with NaN propagating (pandas' mean skips NaN: a missing seed would vanish silently)."""
+    return float(np.mean(values.to_numpy(float))) if len(values) else float("nan")
+
+
+def nan_std(values: pd.Series) -> float:
+    """Population std (ddof=0), NaN propagating."""
+    return float(np.std(values.to_numpy(float))) if len(values) else float("nan")
+
+
+def as_displayed(value: float) -> float:
+    """The number a table prints (3 decimals), read back: what the paper's tests were computed on."""
+    return float(f"{value:.3f}") if np.isfinite(value) else float("nan")
 
 
 @dataclass
@@ -57,6 +113,10 @@ class Table:
     unit_seed_std: dict[str, pd.DataFrame] = field(default_factory=dict)
     #: headers of a two-column first column (Table 3: tier-1 dataset, tier-2 known class)
     group_headers: tuple[str, str] | None = None
+    #: level -> (unit, method) of the cells whose mean is NaN (a seed without a number)
+    unit_nan: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    #: the layout the table is in (which of its p-value rows the paper prints)
+    layout: str = "table2"
 
 
 def load_long(folder: str | Path, metric: str = "auc_roc") -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -81,19 +141,52 @@ def load_long(folder: str | Path, metric: str = "auc_roc") -> tuple[pd.DataFrame
 
 
 def load_long_csv(path: str | Path, metric: str = "auc_roc") -> pd.DataFrame:
-    """Long-form CSV with columns dataset,category,method,seed,<metric> (category may be empty)."""
+    """Long-form CSV with columns dataset,category,method,seed,<metric> (category may be empty).
+
+    Each (dataset, category, method, seed) appears once; seeds are integers; an AUC is a number in
+    [0, 1] or empty (NaN: that cell's mean is undefined and its dataset leaves the tests of that method,
+    which the report says). Anything else is a one-line :class:`UserError` naming the line.
+    """
     try:
-        df = pd.read_csv(path, skipinitialspace=True, dtype={"category": str})
+        df = pd.read_csv(path, skipinitialspace=True, dtype=str, keep_default_na=False)
     except (OSError, pd.errors.ParserError) as exc:
         raise UserError(f"cannot read {path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text: byte {exc.object[exc.start:exc.start + 1]!r} at offset "
+                        f"{exc.start}; save it as UTF-8") from None
     df.columns = [c.strip() for c in df.columns]
     needed = {"dataset", "category", "method", "seed", metric}
     if not needed <= set(df.columns):
         raise UserError(f"{path} lacks columns {', '.join(sorted(needed - set(df.columns)))}; "
                         f"expected dataset,category,method,seed,{metric}")
-    df["category"] = df["category"].fillna("").astype(str).str.strip()
-    df["dataset"] = df["dataset"].astype(str).str.strip()
+    for col in needed:
+        df[col] = df[col].str.strip()
+    line = pd.Series(np.arange(len(df)) + 2, index=df.index)  # the header is line 1
+
+    def fail(mask: pd.Series, col: str, what: str) -> None:
+        if mask.any():
+            i = mask.to_numpy().nonzero()[0][0]
+            raise UserError(f"{path} line {line.iloc[i]}: {what.format(value=df.iloc[i][col])}")
+
+    for col in ("dataset", "method"):
+        fail(df[col] == "", col, f"empty {col}; every row needs a dataset and a method")
+    seed = pd.to_numeric(df.seed, errors="coerce")
+    fail(seed.isna() | (seed % 1 != 0), "seed", "seed {value!r} is not an integer")
+    df["seed"] = seed.astype(int)
+    value = pd.to_numeric(df[metric].replace("", "nan"), errors="coerce")
+    fail(value.isna() & ~df[metric].str.lower().isin(["", "nan"]), metric,
+         f"{metric} {{value!r}} is not a number (leave it empty for a missing value)")
+    fail((value < 0) | (value > 1) | np.isinf(value), metric, f"{metric} {{value!r}} is outside [0, 1]")
+    df[metric] = value
     df["category"] = np.where(df["category"] == "", df["dataset"], df["category"])
+    cell = ["dataset", "category", "method", "seed"]
+    repeated = df.duplicated(cell, keep=False)
+    if repeated.any():
+        first = df[repeated].iloc[0]
+        lines = line[(df[cell] == first[cell]).all(axis=1)].tolist()
+        raise UserError(f"{path} lines {', '.join(map(str, lines))}: {first.dataset}/{first.category} "
+                        f"{first.method} seed {first.seed} appears {len(lines)} times; keep one row per "
+                        "(dataset, category, method, seed)")
     return df.rename(columns={metric: "value"})
 
 
@@ -126,7 +219,13 @@ def curve_frame(df: pd.DataFrame, x: str) -> pd.DataFrame:
     out = df.copy()
     out["x"] = out.setting.map(lambda s: s.get(x))
     out["dataset"] = out.dataset.map(_display)
-    return out.groupby(["dataset", "method", "x", "seed"], as_index=False).value.mean()
+    keys = ["dataset", "method", "x", "seed"]
+    frame = out.groupby(keys).value.apply(nan_mean).reset_index()
+    if "flags" in out.columns:  # the flags of the categories averaged into each point
+        flags = out.groupby(keys)["flags"].apply(
+            lambda v: [f for item in v if isinstance(item, list) for f in item])
+        frame = frame.merge(flags.reset_index(), on=keys)
+    return frame
 
 
 def build_table(df: pd.DataFrame, multi: bool = False, spec: ReportSpec | None = None) -> Table:
@@ -143,78 +242,119 @@ def build_table(df: pd.DataFrame, multi: bool = False, spec: ReportSpec | None =
     # level -> {(unit, method): (mean AUC, seed std)}; per_dataset: a multi-category dataset is one
     # unit (its category average), per_category: each category is a unit
     units: dict[str, dict[tuple[str, str], tuple[float, float]]] = {"per_dataset": {}, "per_category": {}}
+    flagged: list[str] = []
     any_many = False
+    names = spec.names(methods)
     for dataset in _order_datasets(sorted(df.dataset.unique())):
         d = df[df.dataset == dataset]
         cats = sorted(d.category.unique(), key=_cat_key)
         many = multi or (DATASETS[dataset].multi_category if dataset in DATASETS else False) or len(cats) > 1
         for cat in cats:
             c = d[d.category == cat]
-            cells = {}
+            row = Row(cat.title() if many else _display(dataset), {}, group=_display(dataset))
             for m in methods:
-                v = c[c.method == m].value.to_numpy(float)
-                if len(v):
-                    cells[m] = (float(v.mean()), float(v.std()))
-                    units["per_category"][(f"{dataset}/{cat}", m)] = cells[m]
-            rows.append(Row(cat.title() if many else _display(dataset), cells, group=_display(dataset)))
+                cm = c[c.method == m]
+                if len(cm):
+                    row.cells[m] = (nan_mean(cm.value), nan_std(cm.value))
+                    units["per_category"][(f"{dataset}/{cat}", m)] = row.cells[m]
+                    row.flags[m] = _names_of_flags(cm)
+                    where = f"{_display(dataset)}/{cat}" if many else _display(dataset)
+                    flagged += flagged_lines(cm, f"{where}, {names[m]},")
+            rows.append(row)
         if many:
             any_many = True
-            cells = {}
+            row = Row(_display(dataset), {}, is_average=True, group=_display(dataset))
             for m in methods:
                 dm = d[d.method == m]
                 if dm.empty:
                     continue
-                cat_means = dm.groupby("category").value.mean()
-                per_seed = dm.groupby("seed").value.mean()
-                cells[m] = (float(cat_means.mean()), float(per_seed.std(ddof=0)))
-                units["per_dataset"][(dataset, m)] = cells[m]
-            rows.append(Row(_display(dataset), cells, is_average=True, group=_display(dataset)))
+                cat_means = dm.groupby("category").value.apply(nan_mean)
+                per_seed = dm.groupby("seed").value.apply(nan_mean)
+                row.cells[m] = (nan_mean(cat_means), nan_std(per_seed))
+                row.flags[m] = _names_of_flags(dm)
+                units["per_dataset"][(dataset, m)] = row.cells[m]
+            rows.append(row)
         else:
             for m in methods:
                 if (f"{dataset}/{cats[0]}", m) in units["per_category"]:
                     units["per_dataset"][(dataset, m)] = units["per_category"][(f"{dataset}/{cats[0]}", m)]
-    table = Table(methods, rows, spec.names(methods), spec.reference_in(methods))
+    table = Table(methods, rows, names, spec.reference_in(methods), layout=spec.layout)
     for level, values in units.items():
         if values:
             frame = pd.Series(values).apply(pd.Series)
             table.unit_means[level] = frame[0].unstack().reindex(columns=methods)
             table.unit_seed_std[level] = frame[1].unstack().reindex(columns=methods)
+            table.unit_nan[level] = {key for key, (mean, _) in values.items() if np.isnan(mean)}
     if not any_many:
         table.unit_means.pop("per_category", None)  # no multi-category dataset: the levels coincide
         table.unit_seed_std.pop("per_category", None)
     if table.reference is not None:
-        for matrix in table.unit_means.values():
-            _add_pvalue_rows(table, matrix)
+        for level, matrix in table.unit_means.items():
+            _add_pvalue_rows(table, level, matrix)
         table.notes.append(f"p-value: paired two-sided Wilcoxon signed-rank test of "
-                           f"{table.names[table.reference]} vs each method "
-                           "over per-dataset mean AUCs (the paper's test); (N) = number of datasets paired; "
-                           "Holm p: the same p-values Holm-corrected for the family of comparisons in its "
-                           f"row; n/a below {MIN_WILCOXON} datasets, where no p-value can reach 0.05.")
+                           f"{table.names[table.reference]} vs each method over the per-dataset means as "
+                           "displayed (3 decimals), as the paper computed its p-values (scipy's defaults); "
+                           f"(N) = number of datasets paired; n/a below {MIN_WILCOXON} datasets, where no "
+                           "p-value can reach 0.05. Rows marked (ours) are not in the paper; Holm p: the "
+                           "same p-values Holm-corrected for the family of comparisons in its row.")
+    if any(np.isnan(mean) for r in rows for mean, _ in r.cells.values()):
+        table.notes.append(NAN_NOTE)
+    if flagged:
+        table.notes.append(f"{FLAG_MARK} = the cell's mean includes results flagged as suspect (kept, not "
+                           "dropped):")
+        table.notes += flagged
     table.notes.append(SEED_SPREAD_NOTE)
     return table
 
 
-def _add_pvalue_rows(table: Table, matrix: pd.DataFrame) -> None:
-    """'p-value (N)' (raw, as the paper) and 'Holm p (N)' rows of the reference vs each other method."""
+def unit_label(level: str, unit: str) -> str:
+    """A unit of a level's matrix as a reader knows it ('AITEX', 'MVTEC AD/carpet')."""
+    dataset, _, cat = unit.partition("/")
+    if level == "per_category" and cat and cat != dataset:
+        return f"{_display(dataset)}/{cat}"
+    return _display(dataset)
+
+
+def left_out(table: Table, level: str, matrix: pd.DataFrame, methods: list[str]) -> list[str]:
+    """The units a test over ``methods`` cannot pair, each with why (a NaN mean, or a method not run)."""
+    out = []
+    for unit, values in matrix[methods].iterrows():
+        why = [f"NaN AUC of {table.names.get(m, m)}" if (unit, m) in table.unit_nan.get(level, set())
+               else f"{table.names.get(m, m)} not run" for m in methods if np.isnan(values[m])]
+        if why:
+            out.append(f"{unit_label(level, unit)} ({', '.join(why)})")
+    return out
+
+
+def _add_pvalue_rows(table: Table, level: str, matrix: pd.DataFrame) -> None:
+    """'p-value (N)' (raw, the paper's test on the displayed means) and 'Holm p (N) (ours)' rows of the
+    reference vs each other method; a level the paper does not print is marked (ours) too."""
     ref = table.reference
-    tests = {}
+    shown = matrix.apply(lambda column: column.map(as_displayed))
+    tests, dropped = {}, {}
     for m in table.methods:
         if m != ref:
-            pair = matrix[[ref, m]].dropna()
+            pair = shown[[ref, m]].dropna()
             tests[m] = paired_wilcoxon(pair[ref].to_numpy(), pair[m].to_numpy())
+            dropped[m] = left_out(table, level, matrix, [ref, m])
     n = max(t.n for t in tests.values())
+    ours = "" if level in PAPER_PVALUE_LEVELS.get(table.layout, ()) else " (ours)"
+    for m, units in dropped.items():
+        if units:
+            table.notes.append(f"p-value ({n}){ours}, {table.names[ref]} vs {table.names[m]}: pairs "
+                               f"{tests[m].n} of {len(matrix)} datasets; left out: {'; '.join(units)}")
     reasons = sorted({t.reason for t in tests.values() if t.p_value is None})
     if reasons:
-        table.notes.append(f"p-value ({n}) n/a: {'; '.join(reasons)}")
+        table.notes.append(f"p-value ({n}){ours} n/a: {'; '.join(reasons)}")
 
     def fmt(p: float | None) -> str:
         return f"{p:.4f}" if p is not None else "n/a"
 
-    table.pvalue_rows.append((f"p-value ({n})", {ref: "-"} | {
+    table.pvalue_rows.append((f"p-value ({n}){ours}", {ref: "-"} | {
         m: fmt(t.p_value) for m, t in tests.items()}))
     if any(t.p_value is not None for t in tests.values()):
         adjusted = holm({m: t.p_value for m, t in tests.items()})
-        table.pvalue_rows.append((f"Holm p ({n})", {ref: "-"} | {
+        table.pvalue_rows.append((f"Holm p ({n}) (ours)", {ref: "-"} | {
             m: fmt(adjusted[m]) for m in tests}))
 
 
@@ -228,7 +368,10 @@ def run_header(df: pd.DataFrame, spec: ReportSpec | None = None) -> list[str]:
     for budget, g in df.groupby("budget"):
         parts = []
         for (img, weights), gg in g.groupby(["img_size", "weights"], dropna=False):
-            parts.append(f"{', '.join(sorted(gg.method.unique()))} at {int(img)} px, weights "
+            native = sorted(set(gg.dataset)) if "dataset" in gg else []
+            native = native if native and all(NATIVE_INPUT_SIZE.get(d) == int(img) for d in native) else []
+            where = f" ({', '.join(_display(d) for d in native)}: native size)" if native else ""
+            parts.append(f"{', '.join(sorted(gg.method.unique()))} at {int(img)} px{where}, weights "
                          f"{weights or 'n/a'}")
         lines.append(f"budget {budget}: {'; '.join(parts)}; seeds {sorted(g.seed.unique().tolist())}")
         for method, weights in sorted({(m, w) for m, w in zip(g.method, g.weights) if isinstance(w, str)}):
