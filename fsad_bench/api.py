@@ -60,6 +60,7 @@ class RunRequest:
     mlflow: str | None = None             # tracking URI or path (see tracking.py)
     mlflow_experiment: str | None = None  # default: tracking.default_experiment
     argv: list[str] | None = None         # recorded in the run manifest
+    rerun: str = "failed"                 # "all": recompute every cell (runner.RERUN_CHOICES)
 
 
 @dataclass
@@ -199,7 +200,8 @@ def execute(req: RunRequest) -> RunOutcome:
             tracker = MlflowTracker(req.mlflow, experiment)
         with registered_for_run(g.run_classes), ResultStore(g.out) as store:
             target = TrackedStore(store, tracker, g.out) if tracker else store
-            summary = run_grid(g.cells, target, progress=req.progress, execution=executor, manifest=manifest)
+            summary = run_grid(g.cells, target, progress=req.progress, execution=executor, manifest=manifest,
+                               rerun=req.rerun)
     finally:
         executor.close()
     _say(f"{summary.ok} cells ran ok, {summary.skipped} already finished, {len(summary.failed)} failed, "
