@@ -427,8 +427,8 @@ def run(protocol: str = "q1", methods: Sequence[str | type[Detector]] | None = N
         overrides: Mapping[str, Any] | Sequence[str] | None = None, data_root: str | Path | None = None,
         jobs: int | None = None, device: str = "auto", cells_per_gpu: int = 1, executor: str = "local",
         scheduler: str | None = None, cluster: ClusterOptions | None = None, progress: bool = True,
-        mlflow: str | None = None, mlflow_experiment: str | None = None, dry_run: bool = False
-        ) -> pd.DataFrame:
+        mlflow: str | None = None, mlflow_experiment: str | None = None, dry_run: bool = False,
+        rerun: str = "failed") -> pd.DataFrame:
     """Run a protocol's grid, as ``fsad-bench run`` does, and return one row per cell.
 
     ``methods``: names (entry points, 'package.module:Class') or Detector subclasses; ``overrides``:
@@ -446,10 +446,10 @@ def run(protocol: str = "q1", methods: Sequence[str | type[Detector]] | None = N
         overrides=_overrides(overrides), data_root=Path(data_root) if data_root is not None else None,
         out=Path(out) if out is not None else None,
         execution=ExecConfig(executor, jobs, device, cells_per_gpu, scheduler, cluster or ClusterOptions()),
-        progress=progress, mlflow=mlflow, mlflow_experiment=mlflow_experiment,
+        progress=progress, mlflow=mlflow, mlflow_experiment=mlflow_experiment, rerun=rerun,
         argv=_call_text(protocol=protocol, methods=methods, datasets=datasets, seeds=seeds, budget=budget,
                         out=out, weights=weights, overrides=overrides, data_root=data_root, jobs=jobs,
-                        device=device, executor=executor))
+                        device=device, executor=executor, rerun=rerun))
     if dry_run:
         p = plan(req)
         df = p.frame()
