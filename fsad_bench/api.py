@@ -63,6 +63,7 @@ class RunRequest:
     mlflow: str | None = None             # tracking URI or path (see tracking.py)
     mlflow_experiment: str | None = None  # default: tracking.default_experiment
     argv: list[str] | None = None         # recorded in the run manifest
+    rerun: str = "failed"                 # "all": recompute every cell (runner.RERUN_CHOICES)
 
 
 @dataclass
@@ -202,7 +203,8 @@ def execute(req: RunRequest) -> RunOutcome:
             tracker = MlflowTracker(req.mlflow, experiment)
         with registered_for_run(g.run_classes), ResultStore(g.out) as store:
             target = TrackedStore(store, tracker, g.out) if tracker else store
-            summary = run_grid(g.cells, target, progress=req.progress, execution=executor, manifest=manifest)
+            summary = run_grid(g.cells, target, progress=req.progress, execution=executor, manifest=manifest,
+                               rerun=req.rerun)
     finally:
         executor.close()
     _say(f"{summary.ok} cells ran ok, {summary.skipped} already finished, {len(summary.failed)} failed, "
@@ -428,8 +430,8 @@ def run(protocol: str = "q1", methods: Sequence[str | type[Detector]] | None = N
         overrides: Mapping[str, Any] | Sequence[str] | None = None, data_root: str | Path | None = None,
         jobs: int | None = None, device: str = "auto", cells_per_gpu: int = 1, executor: str = "local",
         scheduler: str | None = None, cluster: ClusterOptions | None = None, progress: bool = True,
-        mlflow: str | None = None, mlflow_experiment: str | None = None, dry_run: bool = False
-        ) -> pd.DataFrame:
+        mlflow: str | None = None, mlflow_experiment: str | None = None, dry_run: bool = False,
+        rerun: str = "failed") -> pd.DataFrame:
     """Run a protocol's grid, as ``fsad-bench run`` does, and return one row per cell.
 
     ``methods``: names (entry points, 'package.module:Class') or Detector subclasses; ``overrides``:
@@ -447,10 +449,10 @@ def run(protocol: str = "q1", methods: Sequence[str | type[Detector]] | None = N
         overrides=_overrides(overrides), data_root=Path(data_root) if data_root is not None else None,
         out=Path(out) if out is not None else None,
         execution=ExecConfig(executor, jobs, device, cells_per_gpu, scheduler, cluster or ClusterOptions()),
-        progress=progress, mlflow=mlflow, mlflow_experiment=mlflow_experiment,
+        progress=progress, mlflow=mlflow, mlflow_experiment=mlflow_experiment, rerun=rerun,
         argv=_call_text(protocol=protocol, methods=methods, datasets=datasets, seeds=seeds, budget=budget,
                         out=out, weights=weights, overrides=overrides, data_root=data_root, jobs=jobs,
-                        device=device, executor=executor))
+                        device=device, executor=executor, rerun=rerun))
     if dry_run:
         p = plan(req)
         df = p.frame()

@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, default=None, help="results folder (default results/<protocol>)")
     r.add_argument("--data-root", type=Path, default=None, help="folder holding the real datasets")
     r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--rerun", choices=["failed", "all"], default="failed",
+                   help="failed: compute cells without a finished row (default); all: recompute every cell")
     r.add_argument("--dry-run", action="store_true",
                    help="print the grid (cells by dataset x method), what the store already holds and an "
                         "estimated time; run nothing, write nothing")
@@ -128,7 +130,8 @@ def run_request(args: argparse.Namespace) -> RunRequest:
                       budget=args.budget, weights=args.weights, overrides=args.overrides,
                       data_root=args.data_root, out=args.out, execution=execution,
                       progress=not args.no_progress, mlflow=args.mlflow,
-                      mlflow_experiment=args.mlflow_experiment, argv=getattr(args, "argv", None) or sys.argv)
+                      mlflow_experiment=args.mlflow_experiment, argv=getattr(args, "argv", None) or sys.argv,
+                      rerun=args.rerun)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -177,7 +180,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from fsad_bench.data.registry import all_datasets, dataset_dir, is_present
-    from fsad_bench.detectors.registry import available_detectors
+    from fsad_bench.detectors.registry import available_detectors, detector_clashes
     from fsad_bench.paths import data_root
     from fsad_bench.protocol import load_protocol, packaged_protocols
 
@@ -190,6 +193,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"  {name:16s} {cls.__module__}:{cls.__name__}  {doc}")
     for w in caught:
         print(f"  WARNING: {w.message}")
+    for clash in detector_clashes():
+        print(f"  CLASH: {clash.message}")
     print("protocols:")
     for name in packaged_protocols():
         spec = load_protocol(name)

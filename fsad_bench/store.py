@@ -3,19 +3,36 @@
 The driver is the only writer. Each finished cell is committed at once, so a crash loses at most
 the cells that were running. Rows with status 'ok' or 'skipped' are not rerun; 'failed' rows are
 retried and overwritten.
+
+Faults are never silent. Opening an existing store runs ``PRAGMA integrity_check``; a file that is
+not a database, a corrupt one, a row whose JSON cannot be decoded or an 'ok' row without a finite
+AUC is a one-line :class:`StoreError` (exit 2), never "already finished". A store locked by another
+process is waited for (``BUSY_TIMEOUT_S``). Every write checks that the file at the store's path is
+still the one that was opened (device and inode) and that the row count did not drop, so a store that
+is deleted, replaced or truncated during a run stops the run. A read-only folder opens read-only
+(reports work; a run refuses with one line).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import shutil
 import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from fsad_bench.errors import UserError
+
 STORE_NAME = "results.sqlite"
+BUSY_TIMEOUT_S = 30.0
 
 _COLUMNS = {
     "key": "TEXT PRIMARY KEY", "protocol": "TEXT", "dataset": "TEXT", "category": "TEXT",
@@ -24,8 +41,15 @@ _COLUMNS = {
     "manifest_hash": "TEXT", "manifest": "TEXT", "scores": "TEXT", "wall_s": "REAL",
     "peak_mem_mb": "REAL", "device": "TEXT", "weights": "TEXT", "params": "TEXT", "info": "TEXT",
     "code_version": "TEXT", "finished_at": "TEXT",
+    # provenance (added later: stores made before have them empty, see _migrate)
+    "data_fingerprint": "TEXT", "detector_target": "TEXT", "detector_dist": "TEXT",
+    "detector_version": "TEXT", "detector_source": "TEXT",
 }
 _JSON = {"setting", "metrics", "manifest", "scores", "params", "info"}
+
+
+class StoreError(UserError):
+    """The results store is unreadable, corrupt, locked, full, read-only or gone (one line, exit 2)."""
 
 
 @dataclass
@@ -57,22 +81,141 @@ class CellResult:
     info: dict = field(default_factory=dict)
     code_version: str = ""
     finished_at: str = ""
+    data_fingerprint: str = ""       # content fingerprint of the category's files the cell read
+    detector_target: str = ""        # "module:Class" the method name resolved to
+    detector_dist: str = ""          # distribution that provides it ("unregistered" for a bare module)
+    detector_version: str = ""
+    detector_source: str = ""        # sha256 of the detector's source modules
     user_error: bool = False         # bad input (data), not stored: drives the exit status
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _writable(folder: Path, path: Path) -> bool:
+    return os.access(folder, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+
+
 class ResultStore:
-    def __init__(self, folder: str | Path) -> None:
+    """``readonly``: None = read-only only when the folder (or the file) cannot be written."""
+
+    def __init__(self, folder: str | Path, readonly: bool | None = None,
+                 busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / STORE_NAME
-        self.con = sqlite3.connect(self.path)
-        self.con.execute("PRAGMA journal_mode=WAL")
-        cols = ", ".join(f"{k} {t}" for k, t in _COLUMNS.items())
-        self.con.execute(f"CREATE TABLE IF NOT EXISTS cells ({cols})")
+        self.busy_timeout_s = busy_timeout_s
+        self._copy: Path | None = None  # a private copy of a read-only store that has a WAL to replay
+        existed = self.path.exists() and self.path.stat().st_size > 0
+        self.readonly = (existed and not _writable(self.folder, self.path)) if readonly is None else readonly
+        if self.readonly:
+            self.con = self._connect_readonly()
+        else:
+            try:
+                self.folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create results folder {self.folder}: {exc.strerror or exc}; "
+                                 "choose another --out") from None
+            with self._errors("open"):
+                self.con = sqlite3.connect(self.path, timeout=busy_timeout_s)
+        with self._errors("open"):
+            self.con.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            if existed:
+                self._check_integrity(self.con)
+            if not self.readonly:
+                self.con.execute("PRAGMA journal_mode=WAL")
+                cols = ", ".join(f"{k} {t}" for k, t in _COLUMNS.items())
+                self.con.execute(f"CREATE TABLE IF NOT EXISTS cells ({cols})")
+                self.con.commit()
+                self._migrate()
+            self.columns = [r[1] for r in self.con.execute("PRAGMA table_info(cells)")]
+            if not self.columns:
+                raise StoreError(f"{self.path} is a database without a 'cells' table: not a results store; "
+                                 "move it away or choose another --out")
+            self._rows = self._count()
+        self._identity = self._file_identity()
+
+    # --- opening ----------------------------------------------------------------------------------
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        wal = self.path.with_name(self.path.name + "-wal")
+        uri = self.path.resolve().as_uri()
+        try:
+            if os.access(self.folder, os.W_OK):
+                return sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=self.busy_timeout_s)
+            if not wal.exists() or wal.stat().st_size == 0:
+                # nothing to replay and no -shm can be made here: read the file as it is
+                return sqlite3.connect(f"{uri}?immutable=1", uri=True)
+            # committed rows still in the write-ahead log (a killed writer): replay them on a private copy,
+            # as 'immutable' would silently drop them
+            self._copy = Path(tempfile.mkdtemp(prefix="fsad-store-"))
+            for src in (self.path, wal):
+                shutil.copy2(src, self._copy / src.name)
+            return sqlite3.connect(f"{(self._copy / self.path.name).as_uri()}?mode=ro", uri=True)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open results store {self.path} read-only: {_one_line(exc)}") from None
+
+    def _check_integrity(self, con: sqlite3.Connection) -> None:
+        verdict = self._verdict(con)
+        if verdict != "ok":
+            raise StoreError(f"results store {self.path} is damaged (PRAGMA integrity_check: {verdict}); "
+                             "restore it from a backup, or move it away and rerun to recompute every cell")
+
+    @staticmethod
+    def _verdict(con: sqlite3.Connection) -> str:
+        try:
+            rows = [r[0] for r in con.execute("PRAGMA integrity_check")]
+        except sqlite3.DatabaseError as exc:
+            return _one_line(exc)
+        return _one_line("; ".join(rows[:3]) + (f"; ... ({len(rows)} problems)" if len(rows) > 3 else ""))
+
+    def _migrate(self) -> None:
+        have = {r[1] for r in self.con.execute("PRAGMA table_info(cells)")}
+        for name, kind in _COLUMNS.items():
+            if name not in have:
+                self.con.execute(f"ALTER TABLE cells ADD COLUMN {name} {kind}")
         self.con.commit()
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """sqlite3 errors as one line that says what happened to the store and what to do."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            msg = _one_line(exc)
+            low = msg.lower()
+            if "locked" in low or "busy" in low:
+                why = (f"it is locked by another process (waited {self.busy_timeout_s:g} s); let the other "
+                       "fsad-bench run finish, or use another --out")
+            elif "full" in low:
+                why = "the disk is full; free space and rerun (cells already stored are kept)"
+            elif "readonly" in low or "read-only" in low:
+                why = "it is read-only; choose a writable --out"
+            elif (isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)) \
+                    or "malformed" in low or "not a database" in low:
+                con = getattr(self, "con", None)
+                verdict = self._verdict(con) if con is not None else msg
+                why = (f"it is damaged (PRAGMA integrity_check: {verdict}); restore it from a backup, "
+                       "or move it away and rerun to recompute every cell")
+            else:
+                why = "check the folder and the disk"
+            raise StoreError(f"cannot {action} results store {self.path}: {msg}; {why}") from None
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _count(self) -> int:
+        return self.con.execute("SELECT count(*) FROM cells").fetchone()[0]
 
     def close(self) -> None:
         self.con.close()
+        if self._copy is not None:
+            shutil.rmtree(self._copy, ignore_errors=True)
+            self._copy = None
 
     def __enter__(self) -> ResultStore:
         return self
@@ -80,31 +223,108 @@ class ResultStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # --- reading ----------------------------------------------------------------------------------
+
+    def _select(self, wanted: list[str]) -> str:
+        """Column list for SELECT; columns an older store lacks read as empty text."""
+        return ", ".join(c if c in self.columns else f"'' AS {c}" for c in wanted)
+
+    def _decode(self, key: str, column: str, text: Any) -> Any:
+        if text is None or text == "":
+            return {}
+        try:
+            return json.loads(text)
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"results store {self.path}: row {key} has an undecodable '{column}' ({exc}); "
+                             f"PRAGMA integrity_check: {self._verdict(self.con)}; move the store away, or "
+                             "rerun with --rerun all to recompute the grid's cells") from None
+
     def done_keys(self) -> set[str]:
-        """Keys a rerun skips: finished ('ok') and impossible ('skipped') cells."""
-        return {k for (k,) in self.con.execute("SELECT key FROM cells WHERE status IN ('ok', 'skipped')")}
+        """Keys a rerun skips: finished ('ok') and impossible ('skipped') cells. Every such row is
+        decoded first: one that cannot be read is an error, never a finished cell."""
+        done = set()
+        with self._errors("read"):
+            rows = self.con.execute(f"SELECT key, status, auc_roc, {', '.join(sorted(_JSON))} FROM cells "
+                                    "WHERE status IN ('ok', 'skipped')").fetchall()
+        for key, status, auc, *blobs in rows:
+            for column, text in zip(sorted(_JSON), blobs):
+                self._decode(key, column, text)
+            if status == "ok" and not (isinstance(auc, float) and math.isfinite(auc)):
+                raise StoreError(f"results store {self.path}: row {key} is 'ok' without a finite AUC "
+                                 f"({auc!r}); move the store away, or rerun with --rerun all")
+            done.add(key)
+        return done
+
+    def dataframe(self, with_blobs: bool = False) -> pd.DataFrame:
+        cols = [c for c in _COLUMNS if with_blobs or c not in {"scores", "manifest"}]
+        with self._errors("read"):
+            df = pd.read_sql_query(f"SELECT {self._select(cols)} FROM cells", self.con)
+        for k in _JSON & set(cols):
+            df[k] = [self._decode(key, k, s) for key, s in zip(df["key"], df[k])]
+        return df
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._errors("read"):
+            df = pd.read_sql_query(f"SELECT {self._select(list(_COLUMNS))} FROM cells WHERE key = ?",
+                                   self.con, params=[key])
+        if df.empty:
+            return None
+        row = df.iloc[0].to_dict()
+        for k in _JSON:
+            row[k] = self._decode(key, k, row[k])
+        return row
+
+    # --- writing ----------------------------------------------------------------------------------
+
+    def check_same_file(self) -> None:
+        """StoreError if the file at the store's path is gone or is another file than was opened."""
+        now = self._file_identity()
+        if now is None:
+            raise StoreError(f"results store {self.path} disappeared during the run; cells finished after "
+                             "that were not stored: restore the folder and rerun")
+        if self._identity is not None and now != self._identity:
+            raise StoreError(f"results store {self.path} was replaced by another file during the run; cells "
+                             "finished after that were not stored: rerun")
 
     def put(self, result: CellResult) -> None:
+        if self.readonly:
+            raise StoreError(f"results store {self.path} is read-only; choose a writable --out")
+        self.check_same_file()
         row = {k: v for k, v in asdict(result).items() if k in _COLUMNS}
         for k in _JSON:
             row[k] = json.dumps(row[k])
         names = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        with self.con:  # one transaction per cell: committed before the next one starts
-            self.con.execute(f"INSERT OR REPLACE INTO cells ({names}) VALUES ({marks})", list(row.values()))
+        with self._errors(f"store cell {result.key} in"):
+            with self.con:  # one transaction per cell: committed before the next one starts
+                self.con.execute(f"INSERT OR REPLACE INTO cells ({names}) VALUES ({marks})",
+                                 list(row.values()))
+            count = self._count()
+            present = self.con.execute("SELECT 1 FROM cells WHERE key = ?", [result.key]).fetchone()
+        if count < self._rows or present is None:
+            raise StoreError(f"results store {self.path} lost rows during the run ({self._rows} before this "
+                             f"cell, {count} after): it was truncated or replaced; rerun")
+        self._rows = count
+        self.check_same_file()
 
-    def dataframe(self, with_blobs: bool = False) -> pd.DataFrame:
-        cols = [c for c in _COLUMNS if with_blobs or c not in {"scores", "manifest"}]
-        df = pd.read_sql_query(f"SELECT {', '.join(cols)} FROM cells", self.con)
-        for k in _JSON & set(cols):
-            df[k] = df[k].map(lambda s: json.loads(s) if s else {})
-        return df
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        df = pd.read_sql_query("SELECT * FROM cells WHERE key = ?", self.con, params=[key])
-        if df.empty:
-            return None
-        row = df.iloc[0].to_dict()
-        for k in _JSON:
-            row[k] = json.loads(row[k]) if row[k] else {}
-        return row
+    def verify(self, keys: list[str]) -> None:
+        """After a run: the file on disk (a fresh connection, not this one) is intact and holds every
+        key stored by this run."""
+        self.check_same_file()
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        try:
+            con = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout_s)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot reopen results store {self.path} to verify it: "
+                             f"{_one_line(exc)}") from None
+        try:
+            self._check_integrity(con)
+            with self._errors("verify"):
+                on_disk = {k for (k,) in con.execute("SELECT key FROM cells")}
+        finally:
+            con.close()
+        missing = [k for k in keys if k not in on_disk]
+        if missing:
+            raise StoreError(f"results store {self.path} on disk lacks {len(missing)} of the {len(keys)} "
+                             f"cells this run stored (first: {missing[0]}): it was replaced during the run; "
+                             "rerun")

@@ -19,7 +19,7 @@ from fsad_bench.errors import UserError
 from fsad_bench.input_size import cell_input_size, img_size_is_explicit
 from fsad_bench.models.backbones import ensure_weights
 from fsad_bench.protocol import ProtocolSpec
-from fsad_bench.runner.job import Cell
+from fsad_bench.runner.job import Cell, attach_provenance
 
 
 @dataclass
@@ -133,7 +133,7 @@ def build_cells(spec: ProtocolSpec, req: GridRequest) -> tuple[list[Cell], list[
                             img_size, {**params, **swept}, str(req.data_root) if req.data_root else None,
                             {**split_kwargs, **spec.split_args}, spec.pixel_metrics,
                             version))
-    return cells, missing
+    return attach_provenance(cells), missing  # keys cover the data's content and the detector's code
 
 
 def _expand_settings(spec: ProtocolSpec, dataset: str, category: str, root: Path | None

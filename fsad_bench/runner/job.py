@@ -1,4 +1,12 @@
-"""One cell: load the category, split it, fit the detector, score the test set, measure."""
+"""One cell: load the category, split it, fit the detector, score the test set, measure.
+
+A cell's key covers what it computes: its resolved configuration, the package version, the data
+(content fingerprint of the category's files and the manifest hash of its split) and the detector's
+identity (target, distribution, version, source digest); :func:`attach_provenance` fills those in, in
+the driver, before the grid. The worker recomputes them and fails the cell if they differ (the data or
+the code changed after the grid was built, or a cluster worker has other code), so a row is always
+stored under the key of what it was really computed from.
+"""
 
 from __future__ import annotations
 
@@ -20,11 +28,11 @@ import torch
 from PIL import Image
 
 from fsad_bench import __version__
-from fsad_bench.data.cache import load_category
-from fsad_bench.data.layout import scan_category
+from fsad_bench.data.cache import data_fingerprint, load_category
+from fsad_bench.data.layout import CategoryIndex, scan_category
 from fsad_bench.data.registry import dataset_dir
 from fsad_bench.detectors.base import TrainSet
-from fsad_bench.detectors.registry import load_detector
+from fsad_bench.detectors.registry import identify_detector, load_detector
 from fsad_bench.errors import SkipCell, UserError
 from fsad_bench.metrics import image_metrics, pixel_metrics
 from fsad_bench.precision import use_true_float32
@@ -53,10 +61,15 @@ class Cell:
     #: 'module:Class' of a detector class given to fsad_bench.run() directly (workers import it);
     #: "" for entry points and dotted-path methods, whose ``method`` says where to find them
     detector: str = ""
+    # provenance (attach_provenance): what the data and the detector are, not only what they are called
+    data_fingerprint: str = ""  # content of the category's files + decoder (cache.data_fingerprint)
+    split_hash: str = ""        # manifest hash of the cell's split, or why the split cannot be made
+    detector_identity: dict[str, str] = field(default_factory=dict)  # registry.identify_detector
 
     @property
     def key(self) -> str:
-        """Hash of the resolved config and the code version: same key = same computation."""
+        """Hash of the resolved config, the code version, the data and the detector's identity:
+        same key = same computation."""
         d = asdict(self)
         d.pop("data_root")  # where the data lives does not change the result
         if not d["detector"]:
@@ -65,9 +78,56 @@ class Cell:
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     @property
+    def has_provenance(self) -> bool:
+        return bool(self.data_fingerprint and self.split_hash and self.detector_identity)
+
+    @property
     def label(self) -> str:
         setting = ",".join(f"{k}={v}" for k, v in sorted(self.setting.items()))
         return f"{self.dataset}/{self.category} {self.method} seed={self.seed} {setting}"
+
+
+NO_SPLIT = "no split: "  # split_hash prefix of a cell whose split rule refuses the data
+
+
+class ProvenanceChanged(RuntimeError):
+    """The data or the detector code a worker sees differs from what the cell's key was made of."""
+
+
+def _split_hash(index: CategoryIndex, cell: Cell) -> str:
+    try:
+        return SPLIT_RULES[cell.split](index, seed=cell.seed, **cell.split_kwargs).manifest_hash
+    except (SkipCell, UserError) as exc:  # the worker records it (not applicable / bad input)
+        return NO_SPLIT + str(exc).replace(str(index.root), "<category>")  # not where the data lives
+
+
+def attach_provenance(cells: list[Cell]) -> list[Cell]:
+    """Fill in each cell's data fingerprint, split hash and detector identity (in place; cells that
+    have them are left alone). Each category is fingerprinted and each method identified once."""
+    indexes: dict[tuple[str | None, str, str], CategoryIndex] = {}
+    fingerprints: dict[tuple[str | None, str, str], str] = {}
+    detectors: dict[str, dict[str, str]] = {}
+    for cell in cells:
+        if cell.has_provenance:
+            continue
+        where = (cell.data_root, cell.dataset, cell.category)
+        if where not in indexes:
+            root = Path(cell.data_root) if cell.data_root else None
+            indexes[where] = scan_category(dataset_dir(cell.dataset, root) / cell.category)
+            fingerprints[where] = data_fingerprint(indexes[where])
+        name = cell.detector or cell.method
+        if name not in detectors:
+            detectors[name] = identify_detector(name)
+        cell.data_fingerprint = fingerprints[where]
+        cell.split_hash = _split_hash(indexes[where], cell)
+        cell.detector_identity = dict(detectors[name])
+    return cells
+
+
+def _check_provenance(seen: str, expected: str, what: str) -> None:
+    if expected and seen != expected:
+        raise ProvenanceChanged(f"the {what} changed after the grid was built ({expected[:12]} -> "
+                                f"{seen[:12]}); rerun the command to compute it under its new key")
 
 
 def _peak_mem_mb(device: str) -> float:
@@ -111,7 +171,11 @@ def failed_result(cell: Cell, device: str, error: str = "") -> CellResult:
                       method=cell.method, seed=cell.seed, setting=cell.setting, budget=cell.budget,
                       img_size=cell.img_size, status="failed", error=error, device=device,
                       params=cell.params, weights=str(cell.params.get("weights", "")),
-                      code_version=__version__)
+                      code_version=__version__, data_fingerprint=cell.data_fingerprint,
+                      detector_target=cell.detector_identity.get("target", ""),
+                      detector_dist=cell.detector_identity.get("distribution", ""),
+                      detector_version=cell.detector_identity.get("version", ""),
+                      detector_source=cell.detector_identity.get("source_digest", ""))
 
 
 def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> CellResult:
@@ -131,7 +195,17 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> Cel
         root = Path(cell.data_root) if cell.data_root else None
         index = scan_category(dataset_dir(cell.dataset, root) / cell.category)
         data = load_category(index, cell.img_size, cell.dataset, cell.category)
+        result.data_fingerprint = data.fingerprint
+        _check_provenance(data.fingerprint, cell.data_fingerprint, f"data of {cell.dataset}/{cell.category}")
+        identity = identify_detector(cell.detector or cell.method)
+        result.detector_target, result.detector_dist = identity["target"], identity["distribution"]
+        result.detector_version, result.detector_source = identity["version"], identity["source_digest"]
+        for part, seen in identity.items():
+            _check_provenance(seen, cell.detector_identity.get(part, ""),
+                              f"{part.replace('_', ' ')} of detector {cell.method}")
         split = SPLIT_RULES[cell.split](index, seed=cell.seed, **cell.split_kwargs)
+        if not cell.split_hash.startswith(NO_SPLIT):
+            _check_provenance(split.manifest_hash, cell.split_hash, "split")
         cls = load_detector(cell.detector or cell.method)
         detector = cls(cls.config_from_params(cell.params))
         train = TrainSet(data.images[split.train_idx], split.train_labels, seed=cell.seed, device=device)

@@ -4,11 +4,17 @@ Each invocation writes ``DIR/manifests/run-<UTC start, ms>.json`` (never overwri
 in the same millisecond gets a suffix) and copies it to ``DIR/run_manifest.json`` (the latest run). It is
 written when the executor is ready (so a killed driver still leaves one, with ``status`` "running")
 and rewritten at the end with the summary counts.
+
+Every write goes to a temporary file that is then renamed into place (the first one is linked to
+its new name, which also claims the name exclusively), so a full disk or a killed driver never leaves
+a truncated manifest and a failed write leaves the previous one intact. A write that fails is a
+one-line error (exit 2).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import platform
@@ -22,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from fsad_bench import __version__
+from fsad_bench.errors import UserError
 from fsad_bench.protocol import ProtocolSpec
 from fsad_bench.runner.job import Cell
 from fsad_bench.store import CellResult
@@ -124,6 +131,13 @@ def method_configs(cells: list[Cell]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def provenance(cells: list[Cell]) -> dict[str, Any]:
+    """The data fingerprint of each category and the identity of each detector in the grid."""
+    data = {f"{c.dataset}/{c.category}": c.data_fingerprint for c in cells if c.data_fingerprint}
+    detectors = {c.method: c.detector_identity for c in cells if c.detector_identity}
+    return {"data_fingerprints": dict(sorted(data.items())), "detectors": dict(sorted(detectors.items()))}
+
+
 class RunManifest:
     """Collects the manifest of one invocation and writes it (see the module docstring)."""
 
@@ -143,6 +157,7 @@ class RunManifest:
             "datasets": sorted({c.dataset for c in cells}),
             "seeds": sorted({c.seed for c in cells}),
             "n_cells": len(cells),
+            **provenance(cells),
             "versions": package_versions(),
             "git": git_revision(),
             "hardware": hardware(),
@@ -169,30 +184,75 @@ class RunManifest:
 
     def write(self) -> Path:
         folder = self.folder / MANIFEST_DIR
-        folder.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.data, indent=2, sort_keys=False, default=str) + "\n"
-        if self.path is None:  # claim a name no other invocation has (exclusive create)
-            # milliseconds: names sort in start order, and two runs rarely share one
-            stamp = self.started.strftime("%Y%m%dT%H%M%S.") + f"{self.started.microsecond // 1000:03d}Z"
-            for n in range(1000):
-                path = folder / (f"run-{stamp}.json" if n == 0 else f"run-{stamp}-{n}.json")
-                try:
-                    with open(path, "x") as fh:
-                        fh.write(text)
-                    self.path = path
-                    break
-                except FileExistsError:
-                    continue
-            else:  # pragma: no cover
-                raise RuntimeError(f"no free manifest name in {folder}")
-        else:
-            _atomic_write(self.path, text)
-        _atomic_write(self.folder / LATEST, text)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            if self.path is None:  # claim a name no other invocation has (exclusive create)
+                # milliseconds: names sort in start order, and two runs rarely share one
+                stamp = self.started.strftime("%Y%m%dT%H%M%S.") + f"{self.started.microsecond // 1000:03d}Z"
+                for n in range(1000):
+                    path = folder / (f"run-{stamp}.json" if n == 0 else f"run-{stamp}-{n}.json")
+                    if _atomic_create(path, text):
+                        self.path = path
+                        break
+                else:  # pragma: no cover
+                    raise RuntimeError(f"no free manifest name in {folder}")
+            else:
+                _atomic_write(self.path, text)
+            _atomic_write(self.folder / LATEST, text)
+        except OSError as exc:
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            raise UserError(f"cannot write the run manifest in {folder}: {exc.strerror or exc}"
+                            + ("; free disk space and rerun (cells already stored are kept)" if full else
+                               "; check that the results folder is writable")) from None
         return self.path
 
 
+def _write_temp(path: Path, text: str) -> Path:
+    """``text`` in a new temporary file next to ``path`` (removed again if the write fails)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
 def _atomic_write(path: Path, text: str) -> None:
-    # a driver killed while writing must not leave half a JSON file behind
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    # a driver killed while writing, or a full disk, must not leave half a JSON file behind
+    tmp = _write_temp(path, text)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _atomic_create(path: Path, text: str) -> bool:
+    """Write ``path`` completely or not at all, only if it does not exist; False if it exists."""
+    if path.exists():
+        return False
+    tmp = _write_temp(path, text)
+    try:
+        os.link(tmp, path)  # atomic, and fails if another invocation took the name meanwhile
+        return True
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        # a file system without hard links: claim the name, then replace the placeholder
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return False
+        os.replace(tmp, path)
+        tmp = None  # type: ignore[assignment]
+        return True
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
