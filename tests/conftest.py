@@ -86,6 +86,8 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     cache = tmp_path_factory.getbasetemp() / "fsad-cache"
     monkeypatch.setenv("FSAD_CACHE", str(cache))
     monkeypatch.setenv("FSAD_DATA", str(tmp_path_factory.getbasetemp() / "no-real-data"))
+    # tests that rely on the synthetic fallback must not prepare ELPV where elpv-dataset is installed
+    monkeypatch.setenv("FSAD_AUTO_ELPV", "0")
     return cache
 
 

@@ -8,6 +8,10 @@ every method that has ``key``; ``--set method.key=value`` to one method.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import os
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,7 @@ from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import UserError
 from fsad_bench.input_size import cell_input_size, img_size_is_explicit
 from fsad_bench.models.backbones import ensure_weights
+from fsad_bench.paths import data_root
 from fsad_bench.protocol import ProtocolSpec
 from fsad_bench.runner.job import Cell, attach_provenance
 
@@ -45,8 +50,25 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
+#: The one real dataset whose images install from PyPI (``pip install "fsad-bench[elpv]"``). When none
+#: of a spec's datasets is prepared, the spec lists this one and its package is installed, it is
+#: prepared into the data root and run instead of the spec's embedded fallback; ``FSAD_AUTO_ELPV=0``
+#: (or an explicit ``--datasets``) turns this off.
+AUTO_DATASET = "elpv"
+AUTO_DATASET_ENV = "FSAD_AUTO_ELPV"
+
+
+def elpv_package_installed() -> bool:
+    return importlib.util.find_spec("elpv_dataset") is not None
+
+
 def resolve_datasets(spec: ProtocolSpec, req: GridRequest) -> tuple[list[str], list[str]]:
-    """(datasets to run, real datasets of the spec that are missing)."""
+    """(datasets to run, real datasets of the spec that are missing).
+
+    Explicit ``--datasets``, else the spec's datasets that are present, else ELPV prepared from its
+    installed package (see :data:`AUTO_DATASET`), else the spec's fallback (the embedded
+    ``synthetic``). The choice and its reason are printed (stderr), so a changed default is never silent.
+    """
     if req.datasets:
         for name in req.datasets:
             info(name, req.data_root)  # unknown name -> UserError
@@ -55,7 +77,35 @@ def resolve_datasets(spec: ProtocolSpec, req: GridRequest) -> tuple[list[str], l
         return list(req.datasets), []
     present = [d for d in spec.datasets if is_present(d, req.data_root)]
     missing = [d for d in spec.datasets if d not in present]
-    return (present or list(spec.fallback_datasets)), missing
+    if present:
+        return present, missing
+    root = data_root(req.data_root)
+    if AUTO_DATASET in spec.datasets and os.environ.get(AUTO_DATASET_ENV, "1") != "0":
+        if elpv_package_installed():
+            _prepare_auto_dataset(spec, root)
+            return [AUTO_DATASET], [d for d in missing if d != AUTO_DATASET]
+        print(f"no dataset of protocol {spec.name} is prepared under {root}: running on the embedded "
+              f"{', '.join(spec.fallback_datasets)}; pip install 'fsad-bench[elpv]' to run on the real "
+              f"ELPV dataset instead (README, Set up)", file=sys.stderr)
+    return list(spec.fallback_datasets), missing
+
+
+def _prepare_auto_dataset(spec: ProtocolSpec, root: Path) -> None:
+    """Prepare ELPV from its installed package into ``root`` once, saying why and how long it took."""
+    from fsad_bench.data.converters import prepare
+
+    print(f"no dataset of protocol {spec.name} is prepared under {root}; the elpv-dataset package is "
+          f"installed, so ELPV is prepared into {root / AUTO_DATASET} (once, about a minute) and run "
+          f"(--datasets synthetic or {AUTO_DATASET_ENV}=0 runs the embedded dataset instead)",
+          file=sys.stderr)
+    start = time.perf_counter()
+    try:
+        folder, _conv = prepare(AUTO_DATASET, None, root)
+    except UserError as exc:
+        raise type(exc)(f"{exc} (while preparing ELPV from its package because no dataset of "
+                        f"{spec.name} is prepared; --datasets synthetic or {AUTO_DATASET_ENV}=0 skips it)"
+                        ) from exc
+    print(f"elpv ready in {folder} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
 
 
 def resolve_methods(spec: ProtocolSpec, req: GridRequest) -> list[str]:
