@@ -21,11 +21,12 @@ from typing import Any
 import pandas as pd
 
 from fsad_bench.errors import UserError
-from fsad_bench.report.tables import SETTING_PREFIX, load_long, load_long_csv
+from fsad_bench.report.tables import load_long, load_long_csv
 
 #: the cell and its two image metrics, first in every export: the ``--from-csv`` columns
 CELL_COLUMNS = ("protocol", "dataset", "category", "method", "seed", "auc_roc", "auc_pr")
 #: prefix of the columns that hold the protocol's settings (``setting.n_anomaly``)
+SETTING_PREFIX = "setting."
 #: store columns that the export leaves out (see the module docstring) or spreads over columns
 _LEFT_OUT = {"status", "error", "value", "scores", "manifest", "metrics", "setting"}
 #: store columns whose JSON the reader turns back into dicts
@@ -92,8 +93,7 @@ def read_long_csv(path: str | Path, metric: str = "auc_roc") -> tuple[pd.DataFra
                             "of one")
         protocol = protocols[0] if protocols else None
     keys = [c for c in df.columns if c.startswith(SETTING_PREFIX)]
-    df["setting"] = [{k.removeprefix(SETTING_PREFIX): _python(row[k]) for k in keys
-                      if pd.notna(row[k]) and row[k] != ""}
+    df["setting"] = [{k.removeprefix(SETTING_PREFIX): _python(row[k]) for k in keys if pd.notna(row[k])}
                      for _, row in df[keys].iterrows()] if keys else [{} for _ in range(len(df))]
     for c in _JSON_COLUMNS:
         if c in df.columns:
@@ -102,12 +102,6 @@ def read_long_csv(path: str | Path, metric: str = "auc_roc") -> tuple[pd.DataFra
 
 
 def _python(value: Any) -> Any:
-    """A CSV cell or numpy scalar as the Python value the store holds: numbers as numbers (an integral
-    float as int; ``load_long_csv`` reads every column as text), anything else as it is."""
+    """A numpy scalar as the Python value the store holds (an integral float read back as int)."""
     value = value.item() if hasattr(value, "item") else value
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return value
     return int(value) if isinstance(value, float) and value.is_integer() else value

@@ -140,10 +140,6 @@ def load_long(folder: str | Path, metric: str = "auc_roc") -> tuple[pd.DataFrame
     return ok, df[df.status != "ok"]
 
 
-#: prefix of the setting columns of a long-form CSV (``report --format csv --long``)
-SETTING_PREFIX = "setting."
-
-
 def load_long_csv(path: str | Path, metric: str = "auc_roc") -> pd.DataFrame:
     """Long-form CSV with columns dataset,category,method,seed,<metric> (category may be empty).
 
@@ -183,19 +179,14 @@ def load_long_csv(path: str | Path, metric: str = "auc_roc") -> pd.DataFrame:
     fail((value < 0) | (value > 1) | np.isinf(value), metric, f"{metric} {{value!r}} is outside [0, 1]")
     df[metric] = value
     df["category"] = np.where(df["category"] == "", df["dataset"], df["category"])
-    # a --long export holds one row per cell: its setting columns (a curve's x, a known class) tell
-    # apart rows of one (dataset, category, method, seed)
-    settings = [c for c in df.columns if c.startswith(SETTING_PREFIX)]
-    cell = ["dataset", "category", "method", "seed", *settings]
+    cell = ["dataset", "category", "method", "seed"]
     repeated = df.duplicated(cell, keep=False)
     if repeated.any():
         first = df[repeated].iloc[0]
         lines = line[(df[cell] == first[cell]).all(axis=1)].tolist()
-        what = ", ".join(f"{c}={first[c]}" for c in settings)
         raise UserError(f"{path} lines {', '.join(map(str, lines))}: {first.dataset}/{first.category} "
-                        f"{first.method} seed {first.seed}{' ' + what if what else ''} appears {len(lines)} "
-                        "times; keep one row per (dataset, category, method, seed"
-                        + (", setting" if settings else "") + ")")
+                        f"{first.method} seed {first.seed} appears {len(lines)} times; keep one row per "
+                        "(dataset, category, method, seed)")
     return df.rename(columns={metric: "value"})
 
 
