@@ -1,12 +1,16 @@
 """The HTML report end to end: written from a results store, opened in headless Chromium, which must
-render the tables (DOM rows) and the embedded figures (decoded images, a non-blank screenshot)."""
+render the tables (DOM rows) and the embedded figures (decoded images, a non-blank screenshot), in the
+report's order: the budget banner, the protocols' tables and figures, the failed cells, and the run
+settings collapsed at the end. The LaTeX report: well-formed, every caption naming the budget."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+from html import unescape
 from pathlib import Path
 
 import numpy as np
@@ -62,27 +66,67 @@ def _browser(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 
+#: what the page reports after load (the report itself has no script): images that decoded, <img>
+#: per protocol section, whether every results table comes before the collapsed settings
+_PROBE = """<script>window.addEventListener('load', () => {
+  const settings = document.querySelector('details#settings');
+  const tables = [...document.querySelectorAll('section[data-protocol] table')];
+  const figures = {};
+  for (const s of document.querySelectorAll('section[data-protocol]')) {
+    figures[s.dataset.protocol] = s.querySelectorAll('img').length;
+  }
+  document.body.dataset.probe = JSON.stringify({
+    images: document.images.length,
+    decoded: [...document.images].filter(i => i.complete && i.naturalWidth > 0).length,
+    figures: figures,
+    sections: [...document.querySelectorAll('section[data-protocol]')].map(s => s.dataset.protocol),
+    tables: tables.length,
+    tablesBeforeSettings: tables.every(t => t.compareDocumentPosition(settings)
+                                            & Node.DOCUMENT_POSITION_FOLLOWING),
+    settingsOpen: settings.open,
+    settingsRows: settings.querySelectorAll('table.settings tr').length,
+    banner: document.querySelector('.banner').textContent,
+    bannerFirst: document.querySelector('.banner').compareDocumentPosition(tables[0])
+                 & Node.DOCUMENT_POSITION_FOLLOWING,
+  });
+});</script></body>"""
+
+
 def test_html_report_renders_in_chromium(results, tmp_path):
+    long_value = "x" * 400 + "-end-of-a-long-manifest-value"  # longer than the 300 characters once cut
+    (results / "run_manifest.json").write_text(json.dumps({"command": ["fsad-bench", "run"],
+                                                           "executor": {"note": long_value}}))
     assert main(["report", str(results), "--format", "html", "--compare-paper"]) == 0
     page = results / "report.html"
     html = page.read_text()
     assert "src=\"http" not in html and "<script" not in html  # self-contained, no external resources
     n_images = html.count("data:image/png;base64,")
-    assert n_images == 2  # the Q1 critical-difference diagram and the Q5 curve figure
-    # a copy that reports, after load, how many images decoded; the report itself has no script
+    assert n_images == 3  # Q1: per-dataset bars and the critical-difference diagram; Q5: the curves
     probe = tmp_path / "probe.html"
-    probe.write_text(html.replace("</body>", "<script>window.addEventListener('load', () => {"
-                                  "document.body.dataset.decoded = [...document.images].filter("
-                                  "i => i.complete && i.naturalWidth > 0).length;});</script></body>"))
+    probe.write_text(html.replace("</body>", _PROBE))
     dom = _browser(["--virtual-time-budget=5000", "--dump-dom", probe.as_uri()], tmp_path)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert f'data-decoded="{n_images}"' in dom.stdout
+    found = json.loads(unescape(re.search(r'data-probe="([^"]*)"', dom.stdout).group(1)))
+    assert found["images"] == found["decoded"] == n_images  # every <img> decodes
+    # report first: protocols in order, each with its figures, every table before the run settings,
+    # which are collapsed, at the end and uncut
+    assert found["sections"] == ["q1", "q5"]
+    assert found["figures"] == {"q1": 2, "q5": 1}
+    assert found["tables"] >= 4 and found["tablesBeforeSettings"] and found["bannerFirst"]
+    assert found["settingsOpen"] is False and found["settingsRows"] > 10
+    assert "budget quick" in found["banner"]
+    assert "quick numbers are not comparable with the paper" in found["banner"]
+    assert "1 cell(s) did not finish" in found["banner"]
     body = dom.stdout
+    assert long_value in body
+    assert body.index("<details") > body.index("Failed cells") > body.index('data-protocol="q5"')
     for name in ("AITEX", "Hyper-Kvasir", "p-value (8)", "Holm p (8)", "Friedman over 8 datasets",
                  "CUDA out of memory", "budgets", "ours beside the paper"):
         assert name in body, name
-    # the Q1 table: 8 dataset rows + 2 p-value rows, each with Data + 4 method cells
+    # the Q1 table: 8 dataset rows + 2 p-value rows, each with Data + 4 method cells; its caption
+    # says the budget
     q1_table = re.search(r"<table><caption>Q1[^<]*AUC-ROC.*?</table>", body, re.S).group(0)
+    assert "quick numbers are not comparable with the paper" in q1_table
     rows = re.findall(r"<tr[^>]*>(.*?)</tr>", q1_table, re.S)
     assert len(rows) == 1 + 8 + 2 and all(r.count("<td>") == 5 for r in rows[1:])
     shot = tmp_path / "shot.png"
@@ -110,6 +154,9 @@ def test_latex_report_is_well_formed(results, tmp_path):
         assert depth >= 0
     assert depth == 0
     assert "\\caption{" in tex and "\\label{tab:q1-auc-roc}" in tex and "$\\pm$" in tex
+    captions = re.findall(r"\\caption\{([^\n]*)\}", tex)
+    assert len(captions) >= 3
+    assert all("quick numbers are not comparable with the paper" in c for c in captions)
     assert "\\textbf{" in tex  # best per row
     if shutil.which("pdflatex"):  # compile for real where TeX is installed
         doc = tmp_path / "doc.tex"
