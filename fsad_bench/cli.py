@@ -82,8 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("folder", nargs="?", type=Path)
     rep.add_argument("--from-csv", type=Path, default=None,
                      help="long-form CSV with columns dataset,category,method,seed,auc_roc")
-    rep.add_argument("--format", choices=["markdown", "latex", "csv", "html"], default="markdown",
-                     help="html: one self-contained file (default DIR/report.html) with tables and figures")
+    rep.add_argument("--format", choices=["markdown", "latex", "csv", "html", "parquet"], default="markdown",
+                     help="html: one self-contained file (default DIR/report.html) with tables and figures; "
+                     "parquet: one row per ok cell, as --long (default DIR/cells.parquet; needs the "
+                     "'parquet' extra)")
+    rep.add_argument("--long", action="store_true",
+                     help="with --format csv: one row per ok cell (both AUCs, every setting and "
+                     "configuration column) instead of the tables; reads back with --from-csv")
     rep.add_argument("--metric", choices=["auc_roc", "auc_pr"], default="auc_roc")
     rep.add_argument("--compare-paper", action="store_true",
                      help="put each of our cells beside the paper's published number (results/paper/)")
@@ -153,16 +158,42 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from fsad_bench.report.document import comparison_part, folder_report
+    from fsad_bench.report.export import long_csv, long_frame, read_long_csv, write_parquet
     from fsad_bench.report.layouts import protocol_report
-    from fsad_bench.report.tables import load_long_csv
+    from fsad_bench.report.presentation import report_spec
+    from fsad_bench.report.tables import run_header
 
+    if args.long and args.format != "csv":
+        raise UserError(f"--long is for --format csv (got --format {args.format}; parquet is always one row "
+                        "per cell)")
     if args.from_csv:
         if args.format == "html":
             raise UserError("--format html needs a results folder (it embeds run settings and figures)")
-        df = load_long_csv(args.from_csv, args.metric)
-        text = protocol_report(df, "table2", args.format, args.metric, [f"source: {args.from_csv}"])
-        if args.compare_paper:  # a long-form CSV is read as Table 2 (Q1) results
-            text += "\n" + comparison_part(df.assign(setting=[{}] * len(df)), "q1", args.format).body
+        if args.long or args.format == "parquet":
+            raise UserError("--long and --format parquet export a results folder's cells: give DIR, not "
+                            "--from-csv")
+        df, protocol = read_long_csv(args.from_csv, args.metric)
+        # a --long export names its protocol and budget; any other CSV is read as Table 2 (Q1) results
+        protocol = protocol or "table2"
+        header = [f"source: {args.from_csv}"]
+        if {"budget", "img_size", "weights"} <= set(df.columns):
+            header += run_header(df, report_spec(protocol))
+        text = protocol_report(df, protocol, args.format, args.metric, header)
+        if args.compare_paper:
+            paper_protocol = "q1" if protocol == "table2" else protocol
+            text += "\n" + comparison_part(df, paper_protocol, args.format).body
+    elif args.folder and (args.long or args.format == "parquet"):
+        frame, left_out = long_frame(args.folder)
+        note = f"{len(frame)} ok cells exported" + (f"; {left_out} failed or not applicable cell(s) left out "
+                                                    f"(fsad-bench report {args.folder} lists them)"
+                                                    if left_out else "")
+        if args.format == "parquet":
+            output = args.output or args.folder / "cells.parquet"
+            write_parquet(frame, output)
+            print(f"{note}; written to {output}", file=sys.stderr)
+            return 0
+        print(note, file=sys.stderr)
+        text = long_csv(frame)
     elif args.folder:
         text = folder_report(args.folder, args.format, args.metric, args.compare_paper)
     else:

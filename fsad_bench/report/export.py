@@ -1,0 +1,107 @@
+"""Per-cell exports of a results folder: one row per finished (ok) cell, as long-form CSV
+(``report DIR --format csv --long``) or Parquet (``--format parquet``), and the reader that turns
+such a CSV back into the frame the tables are built from (``report --from-csv``).
+
+The columns (:func:`long_frame`): first the ``--from-csv`` format ``protocol, dataset, category,
+method, seed, auc_roc, auc_pr``, then every other scalar metric of the cell (q3's pixel AUCs), one
+``setting.<key>`` column per key of the protocol's settings grid, and the store's remaining
+columns (the cell key, budget, image size, weights, hyper-parameters and the detector's record as
+JSON text, split hash, device, wall time, versions, finish time). What the export leaves out: the
+test scores and the split's file lists (large; they stay in the store), status (always ok) and the
+errors of failed cells (``fsad-bench report DIR`` lists them).
+"""
+
+from __future__ import annotations
+
+import json
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fsad_bench.errors import UserError
+from fsad_bench.report.tables import load_long, load_long_csv
+
+#: the cell and its two image metrics, first in every export: the ``--from-csv`` columns
+CELL_COLUMNS = ("protocol", "dataset", "category", "method", "seed", "auc_roc", "auc_pr")
+#: prefix of the columns that hold the protocol's settings (``setting.n_anomaly``)
+SETTING_PREFIX = "setting."
+#: store columns that the export leaves out (see the module docstring) or spreads over columns
+_LEFT_OUT = {"status", "error", "value", "scores", "manifest", "metrics", "setting"}
+#: store columns whose JSON the reader turns back into dicts
+_JSON_COLUMNS = ("params", "info")
+PARQUET_EXTRA = "parquet"
+
+
+def _json_text(value: Any) -> Any:
+    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, dict | list) else value
+
+
+def long_frame(folder: str | Path) -> tuple[pd.DataFrame, int]:
+    """(one row per ok cell of ``folder``'s store with the columns of the module docstring, the number
+    of cells left out because they failed or were not applicable)."""
+    ok, not_ok = load_long(folder, "auc_roc")
+    if ok.empty:
+        raise UserError(f"no finished cells in {folder} to export ({len(not_ok)} failed or not applicable)")
+    ok = ok.reset_index(drop=True)
+    columns: dict[str, pd.Series] = {c: ok[c] for c in CELL_COLUMNS}
+    metric_names = sorted({k for m in ok.metrics for k, v in m.items()
+                           if isinstance(v, int | float) and not isinstance(v, bool)} - set(CELL_COLUMNS))
+    for name in metric_names:
+        columns[name] = ok.metrics.map(lambda m, name=name: m.get(name))
+    setting_keys = sorted({k for s in ok.setting for k in s})
+    for key in setting_keys:
+        columns[SETTING_PREFIX + key] = ok.setting.map(lambda s, key=key: s.get(key))
+    for c in ok.columns:
+        if c not in columns and c not in _LEFT_OUT:
+            columns[c] = ok[c].map(_json_text)
+    return pd.DataFrame(columns), len(not_ok)
+
+
+def long_csv(frame: pd.DataFrame) -> str:
+    """The long form as CSV text (floats as Python's shortest round-trip repr: no digit is lost)."""
+    return frame.to_csv(index=False)
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> None:
+    """The long form as a Parquet file (pyarrow; the ``parquet`` extra)."""
+    if find_spec("pyarrow") is None:
+        raise UserError(f"--format parquet needs pyarrow: pip install 'fsad-bench[{PARQUET_EXTRA}]' "
+                        "(or use --format csv --long)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        frame.to_parquet(path, engine="pyarrow", index=False)
+    except ImportError as exc:  # installed, but a version pandas refuses
+        raise UserError(f"--format parquet: pyarrow cannot be used ({exc}); pip install -U "
+                        f"'fsad-bench[{PARQUET_EXTRA}]'") from None
+
+
+def read_long_csv(path: str | Path, metric: str = "auc_roc") -> tuple[pd.DataFrame, str | None]:
+    """A long-form CSV as the tables' input frame (see ``load_long_csv``), and its protocol when it
+    has a ``protocol`` column (a ``--long`` export). ``setting.<key>`` columns become each row's
+    ``setting`` dict (empty without them) and JSON columns dicts again, so a protocol's layout (curves,
+    Table 3's known classes) reads it as it reads the store. Cells of several protocols are refused:
+    pooled into one table their numbers would mean nothing."""
+    df = load_long_csv(path, metric)
+    protocol = None
+    if "protocol" in df.columns:
+        protocols = sorted(df.protocol.dropna().astype(str).unique())
+        if len(protocols) > 1:
+            raise UserError(f"{path} holds cells of protocols {', '.join(protocols)}; --from-csv reports "
+                            "one protocol: keep the rows of one (its 'protocol' column) or export a folder "
+                            "of one")
+        protocol = protocols[0] if protocols else None
+    keys = [c for c in df.columns if c.startswith(SETTING_PREFIX)]
+    df["setting"] = [{k.removeprefix(SETTING_PREFIX): _python(row[k]) for k in keys if pd.notna(row[k])}
+                     for _, row in df[keys].iterrows()] if keys else [{} for _ in range(len(df))]
+    for c in _JSON_COLUMNS:
+        if c in df.columns:
+            df[c] = df[c].map(lambda v: json.loads(v) if isinstance(v, str) and v.startswith("{") else v)
+    return df, protocol
+
+
+def _python(value: Any) -> Any:
+    """A numpy scalar as the Python value the store holds (an integral float read back as int)."""
+    value = value.item() if hasattr(value, "item") else value
+    return int(value) if isinstance(value, float) and value.is_integer() else value
