@@ -9,10 +9,11 @@ one module loads only what it needs):
 - ``configs``: which rows may share a table (one resolved configuration each, headed by what differs);
 - ``tables``: long-form results -> :class:`~fsad_bench.report.tables.Table` (rows, mean ± seed std,
   p-value rows);
+- ``export``: one row per ok cell as long-form CSV or Parquet, and its reader for ``--from-csv``;
 - ``render``: a table or grid as Markdown, LaTeX, HTML or CSV; ``Part``, one section of a report;
 - ``figures``: the paper's figures and the critical-difference diagram (matplotlib);
 - ``layouts``: one protocol in its paper layout (Tables 2-5, curves) with the statistics section;
 - ``compare``: our cells beside the published numbers;
-- ``html``: the self-contained HTML document;
+- ``html``: the self-contained HTML document (results first, run settings collapsed last);
 - ``document``: a whole results folder's report in one format.
 """

@@ -23,7 +23,7 @@ from fsad_bench.data.registry import DATASETS
 from fsad_bench.errors import UserError
 from fsad_bench.published_settings import published_settings_differ
 from fsad_bench.report.configs import config_groups
-from fsad_bench.report.presentation import paper_column, report_spec
+from fsad_bench.report.presentation import budget_note, paper_column, report_spec
 from fsad_bench.report.render import Part, render_grid
 from fsad_bench.report.tables import FLAG_MARK, flag_list, nan_mean, nan_std
 
@@ -261,7 +261,8 @@ def _comparison_body(df: pd.DataFrame, protocol: str, fmt: str, heading: str, su
             lambda m: "; ".join(comp.settings_differ.get(m, []))))
         return (cells.assign(configuration=heading) if heading else cells).to_csv(index=False)
     headers, body = comparison_rows(comp, names)
-    caption = f"{protocol}: ours vs the paper's {comp.table}" + (f" [{heading}]" if heading else "")
+    caption = (f"{protocol}: ours vs the paper's {comp.table}" + (f" [{heading}]" if heading else "")
+               + f"; {budget_note(budgets)}")
     return render_grid(headers, body, fmt, notes, caption, f"tab:{protocol}-vs-paper{suffix}")
 
 

@@ -1,4 +1,8 @@
-"""Figures of the paper from our results (matplotlib, PNG and PDF, readable in print)."""
+"""Figures of the paper from our results (matplotlib, PNG and PDF, readable in print).
+
+Every figure names the budget its numbers were made with in its title or subtitle (``budget``: the
+line of :func:`~fsad_bench.report.presentation.budget_note`), so a figure copied out of a report still
+says whether it is comparable with the paper."""
 
 from __future__ import annotations
 
@@ -13,18 +17,21 @@ matplotlib.use("Agg")  # headless: reports run on servers and in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.cm import ScalarMappable  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
 from fsad_bench.report.presentation import ReportSpec  # noqa: E402
 from fsad_bench.report.stats import RankTest  # noqa: E402
+from fsad_bench.report.tables import Table  # noqa: E402
 
 X_LABELS = {"n_anomaly": "number of labelled anomalies", "contamination": "contamination rate",
             "topk_ratio": "K (fraction of patches)"}
 
 
-def curve_figure(frame: pd.DataFrame, x: str, title: str, out_dir: Path, stem: str, spec: ReportSpec
-                 ) -> list[Path]:
+def curve_figure(frame: pd.DataFrame, x: str, title: str, out_dir: Path, stem: str, spec: ReportSpec,
+                 budget: str) -> list[Path]:
     """One panel per dataset: mean AUC-ROC vs the setting, one line per method (``spec``'s order and
     names), seed std as error bars (Figs. 6-8). Returns the PNG and PDF paths."""
     datasets = sorted(frame.dataset.unique())
@@ -48,8 +55,46 @@ def curve_figure(frame: pd.DataFrame, x: str, title: str, out_dir: Path, stem: s
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=9, frameon=False)
-    fig.suptitle(textwrap.fill(title, int(width * 9)), fontsize=11)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.suptitle(textwrap.fill(title, int(width * 9)) + "\n" + textwrap.fill(budget, int(width * 10)),
+                 fontsize=10.5)
+    fig.tight_layout(rect=(0, 0.08, 1, 0.93))
+    return _save(fig, out_dir, stem)
+
+
+def metric_label(metric: str) -> str:
+    """'auc_roc' -> 'AUC-ROC', 'pixel_auc_per_image' -> 'PIXEL-AUC-PER-IMAGE' (as the table captions)."""
+    return metric.replace("_", "-").upper()
+
+
+def table_figure(table: Table, out_dir: Path, stem: str, title: str, metric: str, budget: str) -> list[Path]:
+    """A table's numbers as bars: one group per dataset (a multi-category dataset by its average row,
+    the mean over its categories), one bar per method in the table's column order, the mean over
+    seeds as the bar and the seed spread (the table's ±) as its error bar. Returns PNG and PDF."""
+    averaged = {r.group for r in table.rows if r.is_average}
+    rows = [r for r in table.rows if r.is_average or r.group not in averaged]
+    labels = [r.group or r.label for r in rows]
+    methods = table.methods
+    width = 0.8 / max(len(methods), 1)
+    fig_width = min(max(6.0, 1.2 + len(rows) * (0.22 * len(methods) + 0.45)), 18.0)
+    fig, ax = plt.subplots(figsize=(fig_width, 4.4))
+    x = np.arange(len(rows))
+    for i, m in enumerate(methods):
+        means = np.array([r.cells[m][0] if m in r.cells else np.nan for r in rows])
+        stds = np.array([r.cells[m][1] if m in r.cells else np.nan for r in rows])
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=stds, capsize=2,
+               label=table.names.get(m, m), error_kw={"elinewidth": 0.9})
+    ax.axhline(0.5, color="0.4", linestyle="--", linewidth=0.8)  # chance level of an AUC
+    ax.set_xticks(x, labels, rotation=30 if len(rows) > 6 else 0, ha="right" if len(rows) > 6 else "center",
+                  fontsize=9)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(f"{metric_label(metric)} (mean over seeds)", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=9, ncol=min(len(methods), 6), loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              frameon=False)
+    ax.set_title(textwrap.fill(f"{title}: per-dataset {metric_label(metric)}, error bars = seed spread "
+                               "(std over seeds); dashed = chance", int(fig_width * 11)) + "\n"
+                 + textwrap.fill(budget, int(fig_width * 11)), fontsize=10, pad=28)
+    fig.tight_layout()
     return _save(fig, out_dir, stem)
 
 
@@ -57,8 +102,8 @@ def _decode_png(b64: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
 
 
-def localisation_f1_curve(df: pd.DataFrame, out_dir: Path, spec: ReportSpec, stem: str = "q3_auc_vs_f1",
-                          n_thresholds: int = 50) -> list[Path]:
+def localisation_f1_curve(df: pd.DataFrame, out_dir: Path, spec: ReportSpec, budget: str,
+                          stem: str = "q3_auc_vs_f1", n_thresholds: int = 50) -> list[Path]:
     """Fig. 4: pixel AUC of the *detected* true anomalies vs image-level F1, over cut-off thresholds.
 
     Thresholds are quantiles (0 .. 0.98) of each cell's test scores, so curves of cells can be
@@ -84,17 +129,17 @@ def localisation_f1_curve(df: pd.DataFrame, out_dir: Path, spec: ReportSpec, ste
         ax.plot(np.nanmean(f1s, 0), np.nanmean(aucs, 0), marker=".", label=spec.name(m))
     ax.set_xlabel("image-level F1 (detection)")
     ax.set_ylabel("pixel AUC-ROC of detected anomalies")
-    ax.set_title("AUC-ROC vs F1 in anomaly localisation", fontsize=11)
+    ax.set_title("AUC-ROC vs F1 in anomaly localisation\n" + textwrap.fill(budget, 60), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
     fig.tight_layout()
     return _save(fig, out_dir, stem)
 
 
-def heatmap_panels(df: pd.DataFrame, out_dir: Path, spec: ReportSpec, stem: str = "q3_heatmaps"
+def heatmap_panels(df: pd.DataFrame, out_dir: Path, spec: ReportSpec, budget: str, stem: str = "q3_heatmaps"
                    ) -> list[Path]:
     """Fig. 5: for each category, one example per defect class: image / ground truth / heat map per
-    method (the first seed's cell of each method)."""
+    method (the first seed's cell of each method), with a colour bar of the heat maps' scale."""
     first = df.sort_values("seed").drop_duplicates(["dataset", "category", "method"])
     methods = spec.order(first.method.unique())
     columns = []  # (category, class, {method: example})
@@ -105,8 +150,9 @@ def heatmap_panels(df: pd.DataFrame, out_dir: Path, spec: ReportSpec, stem: str 
     if not columns:
         return []
     rows = 2 + len(methods)
-    fig, axes = plt.subplots(rows, len(columns), figsize=(1.3 * len(columns) + 1.2, 1.3 * rows),
-                             squeeze=False)
+    # constrained layout leaves room for the colour bar beside the heat-map rows
+    fig, axes = plt.subplots(rows, len(columns), figsize=(1.3 * len(columns) + 2.4, 1.3 * rows + 0.9),
+                             squeeze=False, layout="constrained")
     for j, (category, cls, ex) in enumerate(columns):
         some = next(e for e in ex.values() if e)
         axes[0, j].imshow(_decode_png(some["image"]))
@@ -121,11 +167,18 @@ def heatmap_panels(df: pd.DataFrame, out_dir: Path, spec: ReportSpec, stem: str 
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    # the stored maps are the detectors' explain() maps in [0, 1], drawn with jet over the image
+    # beside the heat-map rows; attached to every panel so the columns stay aligned
+    bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), ax=axes.ravel().tolist(),
+                       shrink=max(0.3, 0.95 * len(methods) / rows), anchor=(0.0, 0.0), aspect=30)
+    bar.set_label("heat map (explain() value, 0-1)", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    fig.suptitle("Anomaly heat maps\n" + textwrap.fill(budget, max(40, int(13 * len(columns)))), fontsize=9)
     return _save(fig, out_dir, stem)
 
 
-def cd_diagram(test: RankTest, out_dir: Path, stem: str, title: str, names: dict[str, str]) -> list[Path]:
+def cd_diagram(test: RankTest, out_dir: Path, stem: str, title: str, names: dict[str, str], budget: str
+               ) -> list[Path]:
     """Critical-difference diagram (scikit-posthocs): average ranks on the axis, methods that the
     Nemenyi test cannot tell apart joined by a bar."""
     import scikit_posthocs as sp
@@ -137,7 +190,7 @@ def cd_diagram(test: RankTest, out_dir: Path, stem: str, title: str, names: dict
     sp.critical_difference_diagram(ranks, sig, ax=ax, alpha=test.alpha, label_props={"fontsize": 10})
     ax.set_title(textwrap.fill(title, 70) + f"\naverage rank (1 = best); bars join methods the Nemenyi test "
                  f"cannot separate;\ncritical difference {test.critical_difference:.2f} ranks at alpha "
-                 f"{test.alpha}", fontsize=9.5, pad=22)
+                 f"{test.alpha}\n{textwrap.fill(budget, 80)}", fontsize=9.5, pad=22)
     fig.tight_layout()
     return _save(fig, out_dir, stem)
 

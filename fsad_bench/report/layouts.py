@@ -11,8 +11,8 @@ import pandas as pd
 
 from fsad_bench.errors import UserError
 from fsad_bench.report.configs import config_groups
-from fsad_bench.report.figures import cd_diagram, curve_figure
-from fsad_bench.report.presentation import ReportSpec, report_spec
+from fsad_bench.report.figures import cd_diagram, curve_figure, table_figure
+from fsad_bench.report.presentation import ReportSpec, budget_note, report_spec
 from fsad_bench.report.render import Part, render, render_grid
 from fsad_bench.report.stats import friedman_nemenyi
 from fsad_bench.report.tables import (
@@ -40,9 +40,11 @@ def protocol_layout(protocol: str) -> str:
     return report_spec(protocol).layout
 
 
-def curve_text(frame: pd.DataFrame, x: str, fmt: str, spec: ReportSpec, label: str | None = None) -> str:
+def curve_text(frame: pd.DataFrame, x: str, fmt: str, spec: ReportSpec, label: str | None = None,
+               budget: str = "") -> str:
     """Rows dataset x setting value, one column per method: mean ± std over seeds (NaN when a seed has
-    none; † when a point includes results flagged as suspect, listed in the notes)."""
+    none; † when a point includes results flagged as suspect, listed in the notes). ``budget``: the
+    budget line the caption ends with."""
     methods = spec.order(frame.method.unique())
     body, flagged, recs = [], [], []
     for (dataset, xv), g in frame.groupby(["dataset", "x"]):
@@ -68,7 +70,8 @@ def curve_text(frame: pd.DataFrame, x: str, fmt: str, spec: ReportSpec, label: s
     if flagged:
         notes += [f"{FLAG_MARK} = the point includes results flagged as suspect (kept, not dropped):",
                   *flagged]
-    return render_grid(headers, body, fmt, notes, f"AUC-ROC w.r.t. {x} (mean ± std over seeds)",
+    return render_grid(headers, body, fmt, notes,
+                       f"AUC-ROC w.r.t. {x} (mean ± std over seeds)" + (f"; {budget}" if budget else ""),
                        label or f"tab:{x}")
 
 
@@ -124,7 +127,8 @@ def _group_parts(df: pd.DataFrame, protocol: str, spec: ReportSpec, fmt: str, me
     its figure names and LaTeX labels (both empty for a folder of one configuration)."""
     layout = spec.layout
     title = spec.title + ("" if metric == "auc_roc" else f" - {metric}") + heading
-    caption = f"{title}: {metric.replace('_', '-').upper()} (mean ± std over seeds)"
+    budget = budget_note(df.budget if "budget" in df.columns else [])
+    caption = f"{title}: {metric.replace('_', '-').upper()} (mean ± std over seeds); {budget}"
     label = f"tab:{protocol}-{metric}{suffix}".replace("_", "-")
     if metric.startswith("pixel"):
         header = header + [f"metric {metric}: " + ("the authors' mean of per-image pixel AUCs over test "
@@ -133,8 +137,9 @@ def _group_parts(df: pd.DataFrame, protocol: str, spec: ReportSpec, fmt: str, me
     if layout == "curve":
         x = spec.curve_x
         frame = curve_frame(df, x)
-        text = curve_text(frame, x, fmt, spec, f"tab:{x}{suffix}")
-        paths = curve_figure(frame, x, title, fig_dir, protocol + suffix, spec) if fig_dir is not None else []
+        text = curve_text(frame, x, fmt, spec, f"tab:{x}{suffix}", budget)
+        paths = curve_figure(frame, x, title, fig_dir, protocol + suffix, spec, budget) \
+            if fig_dir is not None else []
         notes = "\n".join(f"> {n}" for n in header) if fmt == "markdown" else ""
         return [Part(title, "\n".join(([notes, ""] if notes else []) + [text]), paths)]
     table = build_table(open_set_frame(df), multi=True, spec=spec) if layout == "table3" else \
@@ -150,13 +155,16 @@ def _group_parts(df: pd.DataFrame, protocol: str, spec: ReportSpec, fmt: str, me
         table.group_headers = ("Data (Tier-1)", "Data (Tier-2)")
         table.notes.append("rows: each known (seen) class; its dataset's Mean row is their mean; p-values "
                            "pair the known-class sets")
-    parts = [Part(title, render(table, fmt, header, caption, label))]
+    bars = table_figure(table, fig_dir, f"{protocol}_{metric}{suffix}_bars", title, metric, budget) \
+        if fig_dir is not None and fmt != "csv" else []
+    parts = [Part(title, render(table, fmt, header, caption, label), bars)]
     if statistics and fmt != "csv":
-        parts.append(statistics_part(table, fmt, fig_dir, f"{protocol}_{metric}{suffix}", title))
+        parts.append(statistics_part(table, fmt, fig_dir, f"{protocol}_{metric}{suffix}", title, budget))
     return parts
 
 
-def statistics_part(table: Table, fmt: str, fig_dir: Path | None, stem: str, title: str) -> Part:
+def statistics_part(table: Table, fmt: str, fig_dir: Path | None, stem: str, title: str, budget: str = ""
+                    ) -> Part:
     """Beyond the paper: average ranks, the Friedman test with Nemenyi post-hoc (and its critical-
     difference diagram), and the dataset spread kept apart from the seed spread."""
     names = table.names
@@ -176,7 +184,8 @@ def statistics_part(table: Table, fmt: str, fig_dir: Path | None, stem: str, tit
                      f"difference = {test.critical_difference:.2f} ranks at alpha {test.alpha}")
         if fig_dir is not None:
             figures += cd_diagram(test, fig_dir, f"{stem}_cd_{level}",
-                                  f"{title}: critical difference ({test.n_datasets} datasets)", names)
+                                  f"{title}: critical difference ({test.n_datasets} datasets)", names,
+                                  budget)
     headers = ["Method"] + [f"avg rank ({t.n_datasets})" for t in tests.values()]
     base = table.unit_means.get("per_dataset")
     seed = table.unit_seed_std.get("per_dataset")
@@ -195,14 +204,15 @@ def statistics_part(table: Table, fmt: str, fig_dir: Path | None, stem: str, tit
               "rank tests need every method on a dataset",
               "dataset spread: population std over datasets of the per-dataset mean AUC (how much the "
               "datasets differ); seed spread: mean over datasets of the std over seeds (run-to-run noise)"]
-    text = render_grid(headers, body, fmt, notes, f"{title}: ranks and spreads", f"tab:{stem}-ranks".replace(
-        "_", "-"))
+    on_budget = f"; {budget}" if budget else ""
+    text = render_grid(headers, body, fmt, notes, f"{title}: ranks and spreads{on_budget}",
+                       f"tab:{stem}-ranks".replace("_", "-"))
     for level, test in tests.items():
         if test.posthoc is not None:
             ph = test.posthoc
             grid = [[names.get(a, a)] + [f"{ph.loc[a, b]:.4f}" for b in ph.columns] for a in ph.index]
             text += "\n" + render_grid(["Nemenyi p"] + [names.get(b, b) for b in ph.columns], grid, fmt,
-                                       [], f"Nemenyi post-hoc p-values ({LEVELS[level]})",
+                                       [], f"Nemenyi post-hoc p-values ({LEVELS[level]}){on_budget}",
                                        f"tab:{stem}-nemenyi-{level}".replace("_", "-"))
     if figures and fmt == "markdown":
         text += "\n" + "\n".join(f"> figure: {p}" for p in figures) + "\n"

@@ -18,6 +18,9 @@ from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import UserError
 from fsad_bench.protocol import ProtocolSpec, load_protocol, packaged_protocols
 
+#: the budget that reproduces the paper's settings; numbers of any other are not comparable with it
+PAPER_BUDGET = "paper"
+
 #: the packaged spec whose presentation a table gets when its protocol has no packaged spec (a
 #: long-form CSV, a store of a user's own spec): Table 2's, as the CSV input documents
 TABLE2_PROTOCOL = "q1"
@@ -49,6 +52,20 @@ def weights_note(method: str, weights: str) -> str | None:
     """The detector's note on what ``weights`` means for it (e.g. a random teacher), if it has one."""
     cls = _detector(method)
     return cls.weights_notes.get(weights) if cls is not None else None
+
+
+def budget_note(budgets: Iterable[str]) -> str:
+    """One line naming the budgets that made a set of numbers, and saying that those of any budget but
+    the paper's are not comparable with the paper (tables' captions, figures' subtitles, the HTML
+    banner). An empty ``budgets`` (a CSV without a budget column) says the budget is not recorded."""
+    names = sorted({b for b in budgets if isinstance(b, str) and b}, key=lambda b: (b != PAPER_BUDGET, b))
+    if not names:
+        return "budget not recorded: compare with the paper only if it was the paper's settings"
+    text = ("budgets " if len(names) > 1 else "budget ") + ", ".join(names)
+    others = [b for b in names if b != PAPER_BUDGET]
+    if others:
+        text += f": {', '.join(others)} numbers are not comparable with the paper"
+    return text
 
 
 @dataclass(frozen=True)
