@@ -21,13 +21,14 @@ METHODS = {"devnet": 0.85, "minns": 0.80, "kdad": 0.70}
 
 
 def _put(store: ResultStore, i: int, protocol: str, dataset: str, category: str, method: str, seed: int,
-         value: float | None, setting: dict, status: str = "ok", **kw) -> None:
+         value: float | None, setting: dict, status: str = "ok", params: dict | None = None, **kw) -> None:
     store.put(CellResult(
         key=f"{protocol}-{i}", protocol=protocol, dataset=dataset, category=category, method=method,
         seed=seed, setting=setting, budget="quick", img_size=64 if method != "kdad" else 32, status=status,
         auc_roc=value, auc_pr=None if value is None else value - 0.1, device="cpu", weights="none",
-        params={"lr": 2e-4, "epochs": 2}, info={"weights": "none"}, metrics={} if value is None else {
-            "auc_roc": value, "auc_pr": value - 0.1}, code_version="0.1.0", wall_s=1.25,
+        params=params or {"lr": 2e-4, "epochs": 2}, info={"weights": "none"},
+        metrics={} if value is None else {"auc_roc": value, "auc_pr": value - 0.1}, code_version="0.1.0",
+        wall_s=1.25,
         finished_at="2026-11-29T10:00:00+00:00", **kw))
 
 
@@ -124,6 +125,39 @@ def test_long_csv_of_a_curve_protocol_reads_back_into_the_same_curves(tmp_path, 
     table = _first_table(from_folder)
     assert len([line for line in table if line.startswith("| ")]) == 1 + 7 * 3  # header + datasets x n
     assert _first_table(capsys.readouterr().out) == table
+
+
+def _grids(text: str) -> list[list[str]]:
+    """Every Markdown grid of a text (runs of '|' lines)."""
+    grids, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            grids, current = grids + [current], []
+    return grids
+
+
+def test_long_csv_keeps_configurations_apart_as_the_folder_report(q1_folder, tmp_path, capsys):
+    with ResultStore(q1_folder) as store:  # DevNet again at another learning rate on two datasets
+        for i, dataset in enumerate(("aitex", "sdd")):
+            for seed in range(3):
+                _put(store, 20_000 + 3 * i + seed, "q1", dataset, dataset, "devnet", seed, 0.6 + seed / 100,
+                     {"n_anomaly": 10}, params={"lr": 1e-2, "epochs": 2})
+    out = tmp_path / "long.csv"
+    assert main(["report", str(q1_folder), "--format", "csv", "--long", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["report", str(q1_folder), "--compare-paper"]) == 0
+    from_folder = capsys.readouterr().out
+    assert main(["report", "--from-csv", str(out), "--compare-paper"]) == 0
+    from_csv = capsys.readouterr().out
+    assert "configuration 2 of 2" in from_folder and "lr=0.01 (DevNet)" in from_folder
+    tables = [g for g in _grids(from_csv) if g[0].startswith("| Data ") and "Method" not in g[0]]
+    assert len(tables) == 2 and tables[0] != tables[1]  # one table per learning rate, never pooled
+    assert all(t in _grids(from_folder) for t in tables)
+    # ours beside the paper, per configuration, with the settings read back from the CSV's params
+    compared = from_folder[from_folder.index("> configuration: "):from_folder.index("1 failed cell(s)")]
+    assert from_csv[from_csv.index("> configuration: "):].strip() == compared.strip()
 
 
 def test_from_csv_refuses_cells_of_several_protocols(q1_folder, tmp_path, capsys):

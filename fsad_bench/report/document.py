@@ -72,7 +72,8 @@ def collect_sections(folder: Path, fmt: str, metric: str, compare_paper: bool
         if compare_paper:
             paper_metric = PAPER_TABLES.get(protocol, (None, metric))[1]
             parts.append(comparison_part(frame(paper_metric, protocol), protocol, fmt))
-        sections.append(Section(protocol, spec.title, parts, sorted(set(df[df.protocol == protocol].budget))))
+        budgets = sorted({b for b in df[df.protocol == protocol].budget if isinstance(b, str)})
+        sections.append(Section(protocol, spec.title, parts, budgets))
     return sections, not_ok
 
 

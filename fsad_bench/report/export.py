@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from fsad_bench.errors import UserError
-from fsad_bench.report.tables import load_long, load_long_csv
+from fsad_bench.report.tables import METRICS, load_long, load_long_csv
 
 #: the cell and its two image metrics, first in every export: the ``--from-csv`` columns
 CELL_COLUMNS = ("protocol", "dataset", "category", "method", "seed", "auc_roc", "auc_pr")
@@ -29,8 +29,10 @@ CELL_COLUMNS = ("protocol", "dataset", "category", "method", "seed", "auc_roc", 
 SETTING_PREFIX = "setting."
 #: store columns that the export leaves out (see the module docstring) or spreads over columns
 _LEFT_OUT = {"status", "error", "value", "scores", "manifest", "metrics", "setting"}
-#: store columns whose JSON the reader turns back into dicts
-_JSON_COLUMNS = ("params", "info")
+#: store columns whose JSON the reader turns back into values (an empty cell: the type's empty value)
+_JSON_COLUMNS = {"params": dict, "info": dict, "flags": list}
+#: numeric columns of a --long export besides the metric being reported
+_NUMERIC_COLUMNS = (*METRICS, "wall_s", "peak_mem_mb")
 PARQUET_EXTRA = "parquet"
 
 
@@ -52,11 +54,21 @@ def long_frame(folder: str | Path) -> tuple[pd.DataFrame, int]:
         columns[name] = ok.metrics.map(lambda m, name=name: m.get(name))
     setting_keys = sorted({k for s in ok.setting for k in s})
     for key in setting_keys:
-        columns[SETTING_PREFIX + key] = ok.setting.map(lambda s, key=key: s.get(key))
+        columns[SETTING_PREFIX + key] = _setting_column([s.get(key) for s in ok.setting])
     for c in ok.columns:
         if c not in columns and c not in _LEFT_OUT:
             columns[c] = ok[c].map(_json_text)
     return pd.DataFrame(columns), len(not_ok)
+
+
+def _setting_column(values: list[Any]) -> pd.Series:
+    """One setting over the rows, as objects (an int setting absent from some rows stays an int, not a
+    float); values of mixed kinds (a number here, a name there) as text, so Parquet can type them."""
+    values = [_json_text(v) for v in values]
+    kinds = {type(v) for v in values if v is not None}
+    if len(kinds) > 1 and not kinds <= {int, float}:
+        values = [None if v is None else str(v) for v in values]
+    return pd.Series(values, dtype=object)
 
 
 def long_csv(frame: pd.DataFrame) -> str:
@@ -78,30 +90,49 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
 
 
 def read_long_csv(path: str | Path, metric: str = "auc_roc") -> tuple[pd.DataFrame, str | None]:
-    """A long-form CSV as the tables' input frame (see ``load_long_csv``), and its protocol when it
-    has a ``protocol`` column (a ``--long`` export). ``setting.<key>`` columns become each row's
-    ``setting`` dict (empty without them) and JSON columns dicts again, so a protocol's layout (curves,
-    Table 3's known classes) reads it as it reads the store. Cells of several protocols are refused:
-    pooled into one table their numbers would mean nothing."""
-    df = load_long_csv(path, metric)
+    """A long-form CSV as the tables' input frame (see ``load_long_csv``, which reads every column as
+    text), and its protocol when it has a ``protocol`` column (a ``--long`` export). The columns of a
+    ``--long`` export get their store types back: ``setting.<key>`` columns become each row's
+    ``setting`` dict (empty without them), JSON columns dicts, numbers numbers; so a protocol's
+    layout (curves, Table 3's known classes) and its configuration checks read it as they read the
+    store. Cells of several protocols are refused: pooled into one table their numbers would mean
+    nothing."""
+    df = load_long_csv(path, metric, distinct_by=_distinct_columns(path))
     protocol = None
     if "protocol" in df.columns:
-        protocols = sorted(df.protocol.dropna().astype(str).unique())
+        protocols = sorted(p for p in df.protocol.unique() if p)
         if len(protocols) > 1:
             raise UserError(f"{path} holds cells of protocols {', '.join(protocols)}; --from-csv reports "
                             "one protocol: keep the rows of one (its 'protocol' column) or export a folder "
                             "of one")
         protocol = protocols[0] if protocols else None
     keys = [c for c in df.columns if c.startswith(SETTING_PREFIX)]
-    df["setting"] = [{k.removeprefix(SETTING_PREFIX): _python(row[k]) for k in keys if pd.notna(row[k])}
-                     for _, row in df[keys].iterrows()] if keys else [{} for _ in range(len(df))]
-    for c in _JSON_COLUMNS:
-        if c in df.columns:
-            df[c] = df[c].map(lambda v: json.loads(v) if isinstance(v, str) and v.startswith("{") else v)
+    df["setting"] = [{k.removeprefix(SETTING_PREFIX): _json_value(v) for k, v in zip(keys, values) if v != ""}
+                     for values in df[keys].itertuples(index=False)] if keys else [{} for _ in range(len(df))]
+    for column, empty in _JSON_COLUMNS.items():
+        if column in df.columns:
+            df[column] = df[column].map(lambda v, empty=empty: _json_value(v) if v != "" else empty())
+    for column in [c for c in _NUMERIC_COLUMNS if c in df.columns and c != "value"]:
+        df[column] = pd.to_numeric(df[column].replace("", "nan"), errors="coerce")
+    if "img_size" in df.columns and df.img_size.notna().all():
+        df["img_size"] = df.img_size.astype(int)
     return df, protocol
 
 
-def _python(value: Any) -> Any:
-    """A numpy scalar as the Python value the store holds (an integral float read back as int)."""
-    value = value.item() if hasattr(value, "item") else value
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+def _distinct_columns(path: str | Path) -> list[str]:
+    """The columns of ``path`` besides (dataset, category, method, seed) that tell its rows apart: a
+    ``--long`` export's cell key and settings (q5's rows differ only in ``setting.n_anomaly``)."""
+    try:
+        columns = [c.strip() for c in pd.read_csv(path, nrows=0).columns]
+    except (OSError, ValueError, UnicodeDecodeError):
+        return []  # load_long_csv reports why the file cannot be read
+    return [c for c in columns if c == "key" or c.startswith(SETTING_PREFIX)]
+
+
+def _json_value(text: str) -> Any:
+    """A cell's text as the value it was written from: JSON (numbers, booleans, dicts, lists), else
+    the text itself (a setting such as known_class = cut)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

@@ -43,7 +43,8 @@ def protocol_layout(protocol: str) -> str:
 def curve_text(frame: pd.DataFrame, x: str, fmt: str, spec: ReportSpec, label: str | None = None,
                budget: str = "") -> str:
     """Rows dataset x setting value, one column per method: mean ± std over seeds (NaN when a seed has
-    none; † when a point includes results flagged as suspect, listed in the notes)."""
+    none; † when a point includes results flagged as suspect, listed in the notes). ``budget``: the
+    budget line the caption ends with."""
     methods = spec.order(frame.method.unique())
     body, flagged, recs = [], [], []
     for (dataset, xv), g in frame.groupby(["dataset", "x"]):
@@ -69,8 +70,9 @@ def curve_text(frame: pd.DataFrame, x: str, fmt: str, spec: ReportSpec, label: s
     if flagged:
         notes += [f"{FLAG_MARK} = the point includes results flagged as suspect (kept, not dropped):",
                   *flagged]
-    caption = f"AUC-ROC w.r.t. {x} (mean ± std over seeds)" + (f"; {budget}" if budget else "")
-    return render_grid(headers, body, fmt, notes, caption, label or f"tab:{x}")
+    return render_grid(headers, body, fmt, notes,
+                       f"AUC-ROC w.r.t. {x} (mean ± std over seeds)" + (f"; {budget}" if budget else ""),
+                       label or f"tab:{x}")
 
 
 def protocol_report(df: pd.DataFrame, protocol: str, fmt: str, metric: str, header: list[str],

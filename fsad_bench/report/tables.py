@@ -11,6 +11,7 @@ Column order, titles and the reference of the p-value rows come from the protoco
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,12 +141,13 @@ def load_long(folder: str | Path, metric: str = "auc_roc") -> tuple[pd.DataFrame
     return ok, df[df.status != "ok"]
 
 
-def load_long_csv(path: str | Path, metric: str = "auc_roc") -> pd.DataFrame:
+def load_long_csv(path: str | Path, metric: str = "auc_roc", distinct_by: Sequence[str] = ()) -> pd.DataFrame:
     """Long-form CSV with columns dataset,category,method,seed,<metric> (category may be empty).
 
-    Each (dataset, category, method, seed) appears once; seeds are integers; an AUC is a number in
-    [0, 1] or empty (NaN: that cell's mean is undefined and its dataset leaves the tests of that method,
-    which the report says). Anything else is a one-line :class:`UserError` naming the line.
+    Each (dataset, category, method, seed) appears once (with ``distinct_by``'s columns, where present,
+    told apart by them too: a ``--long`` export's cell key and settings); seeds are integers; an AUC is
+    a number in [0, 1] or empty (NaN: that cell's mean is undefined and its dataset leaves the tests of
+    that method, which the report says). Anything else is a one-line :class:`UserError` naming the line.
     """
     try:
         df = pd.read_csv(path, skipinitialspace=True, dtype=str, keep_default_na=False)
@@ -179,7 +181,7 @@ def load_long_csv(path: str | Path, metric: str = "auc_roc") -> pd.DataFrame:
     fail((value < 0) | (value > 1) | np.isinf(value), metric, f"{metric} {{value!r}} is outside [0, 1]")
     df[metric] = value
     df["category"] = np.where(df["category"] == "", df["dataset"], df["category"])
-    cell = ["dataset", "category", "method", "seed"]
+    cell = ["dataset", "category", "method", "seed"] + [c for c in distinct_by if c in df.columns]
     repeated = df.duplicated(cell, keep=False)
     if repeated.any():
         first = df[repeated].iloc[0]
