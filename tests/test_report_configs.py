@@ -247,3 +247,29 @@ def test_a_native_size_alone_keeps_the_plain_title():
                                                                                    ("mastcam", 64))]
     (group,) = config_groups(_frame(rows))
     assert group.heading == "" and len(group.rows) == 2
+
+
+def test_rows_of_other_data_or_detector_code_in_the_store_are_other_tables(tmp_path, capsys):
+    folder = tmp_path / "res"
+    with ResultStore(folder) as store:
+        for tag, (fingerprint, source, value) in {"a": ("d1", "s1", 0.9), "b": ("d2", "s1", 0.7),
+                                                  "c": ("d2", "s2", 0.5)}.items():
+            for seed in range(2):
+                store.put(CellResult(
+                    key=f"{tag}-{seed}", protocol="q1", dataset="aitex", category="aitex", method="devnet",
+                    seed=seed, setting={"n_anomaly": 10}, budget="paper", img_size=448, status="ok",
+                    auc_roc=value, auc_pr=value, weights="imagenet", params=PAPER_DEVNET,
+                    code_version="0.1.0", finished_at=f"2026-11-29T10:00:0{'abc'.index(tag)}+00:00",
+                    data_fingerprint=fingerprint,
+                    detector_target="fsad_bench.models.devnet:DevNet", detector_dist="fsad-bench",
+                    detector_version="0.1.0", detector_source=source))
+    sections = _sections(_report(folder, capsys))
+    tables = {t.rpartition(" [")[2].rstrip("]"): s for t, s in sections.items()
+              if t.startswith("Q1") and "statistics" not in t}
+    first, second, third = ("detector code version 1, data version 1",
+                            "detector code version 1, data version 2",
+                            "detector code version 2, data version 2")
+    assert set(tables) == {first, second, third}
+    assert "0.900" in tables[first] and "0.700" in tables[second] and "0.500" in tables[third]
+    assert "aitex/aitex data version 2: fingerprint d2" in tables[third]
+    assert "DevNet detector code version 2: target fsad_bench.models.devnet:DevNet" in tables[third]

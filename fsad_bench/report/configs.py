@@ -149,7 +149,9 @@ def _provenance_labels(df: pd.DataFrame, labels: list[dict[_Key, str]], name: Ca
         key = _Key(_METHOD, "detector code")
         for i in frame.index[n > 1]:
             labels[i][key] = str(ordinal[i])
-            parts = ", ".join(f"{c.removeprefix('detector_')} {str(frame[c][i])[:16] or '-'}"
+            # digests cut to 16 hex digits; names and versions in full
+            parts = ", ".join(f"{c.removeprefix('detector_')} "
+                              f"{str(frame[c][i])[:16 if c == 'detector_source' else None] or '-'}"
                               for c in present)
             details[(key, f"{ordinal[i]}|{frame.method[i]}")] = (f"{name(frame.method[i])} detector code "
                                                                   f"version {ordinal[i]}: {parts}")
