@@ -31,6 +31,7 @@ from fsad_bench.models.devnet import (
     rep_deviation_loss,
 )
 from fsad_bench.models.mil import topk_mil
+from fsad_bench.testing import check_detector
 
 NARROW = "resnet18_w16"  # 8 * 16 = 128 feature channels
 
@@ -199,3 +200,10 @@ def test_flos_rejects_variants_and_keeps_working():
              batch_size=4).fit(TrainSet(x, y))
     det = FLOS(backbone=NARROW, weights="none", epochs=1, steps_per_epoch=2, batch_size=4).fit(TrainSet(x, y))
     assert det.score(x).shape == (10,)
+
+
+def test_an_ablation_variant_passes_the_conformance_checks():
+    smoke = dict(backbone=NARROW, weights="none", epochs=1, steps_per_epoch=2, batch_size=8,
+                 bn_recalibration=True)  # the smoke budget's settings
+    report = check_detector(DevNetRep, smoke)
+    assert {"auc", "deterministic", "explain", "bench_phases"} <= set(report.passed)

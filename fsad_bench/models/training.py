@@ -132,6 +132,30 @@ class SpeedOptions:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
+@dataclass
+class BalancedTraining:
+    """What :func:`train_balanced` trains for a detector (``Detector.balanced_training``).
+
+    model:           the module whose output ``loss`` takes (e.g. DevNet's training view of its network).
+    network:         the scoring network: ``network(x)`` is the image score (B,), used for evaluation.
+    loss:            ``loss(model_output, labels)``, with whatever random state the detector's loss keeps
+                     (DevNet's reference generator) already seeded.
+    schedule:        the optimisation settings.
+    eval_batch_size: images per batch when scoring.
+    """
+
+    model: nn.Module
+    network: nn.Module
+    loss: Callable[[Any, torch.Tensor], torch.Tensor]
+    schedule: Schedule
+    eval_batch_size: int = 64
+
+
+def schedule_of(config: Any) -> Schedule:
+    """The :class:`Schedule` fields of a config that extends it (DevNet's, MINNS's)."""
+    return Schedule(**{k: getattr(config, k) for k in Schedule.__dataclass_fields__})
+
+
 def to_float32(outputs: Any) -> Any:
     """Model outputs (a tensor or a list of tensors, e.g. Patch-DS's cell scores) in float32."""
     if isinstance(outputs, torch.Tensor):
