@@ -28,7 +28,8 @@ The checks (in this order):
 * ``bench_phases`` (when the detector declares them): the optimisers that stepped during ``fit``,
   and how often, are the declared phases and step counts, at ``params`` and after
   ``bench_step_overrides(config, 3, ...)``; ``fsad-bench bench`` relies on both.
-* ``explain``: returns None or finite (N, H, W) maps in [0, 1], and leaves its input unchanged.
+* ``explain``: returns None or finite (N, H, W) maps in [0, 1] (for 4 test anomalies), and leaves
+  its input unchanged.
 * ``info_json``: ``info`` (stored with every result) is a dict that strict JSON can encode.
 * for ``uses_labelled_anomalies = False`` only: ``one_class_all_zero_labels`` (training with every
   label 0 works) and ``one_class_ignores_anomalies`` (removing the labelled anomalies from the
@@ -188,12 +189,12 @@ def check_detector(cls: type[Detector], params: Mapping[str, Any] | None = None,
                 cls(short).fit(TrainSet(train_x, train_y, seed=seed, device=device))
             _check_phases(cls, short, shape, clock.counts(), f" after bench_step_overrides {changes}")
     with run.check("explain"):
-        shown = test_x.copy()
+        shown = test_x[-4:].copy()  # a few anomalies: saliency maps cost a backward pass each
         maps = det.explain(shown)
-        assert np.array_equal(shown, test_x), "explain changed its input images in place"
+        assert np.array_equal(shown, test_x[-4:]), "explain changed its input images in place"
         if maps is not None:
             maps = np.asarray(maps)
-            expected = (len(test_x), img_size, img_size)
+            expected = (len(shown), img_size, img_size)
             assert maps.shape == expected, f"explain gave shape {maps.shape}, expected {expected}"
             assert np.isfinite(maps).all(), "explain gave non-finite values"
             assert maps.min() >= 0 and maps.max() <= 1, f"explain maps span [{maps.min()}, {maps.max()}]"
