@@ -53,7 +53,7 @@ Decisions (deviations) and why:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -171,6 +171,3 @@ class DeepSAD(Detector):
         if len(images) == 0:
             return np.zeros(0, dtype=np.float32)
         return squared_distance(self.embed(images), self.c).float().cpu().numpy()
-
-    def params(self) -> dict[str, Any]:
-        return asdict(self.config)

@@ -52,7 +52,7 @@ Decisions (deviations) and why:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -312,6 +312,3 @@ class DeepSVDD(Detector):
         if self.config.objective == "soft-boundary":
             dist = soft_boundary_score(dist, self.radius)
         return dist.float().cpu().numpy()
-
-    def params(self) -> dict[str, Any]:
-        return asdict(self.config)

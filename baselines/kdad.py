@@ -78,7 +78,7 @@ authors use ImageNet mean/std themselves for CIFAR-10.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -346,6 +346,3 @@ class KDAD(Detector):
             return explain_images(discrepancy, images, self._prepare, self.device,
                                   sigma=getattr(c, "saliency_sigma", DEFAULT_SIGMA),
                                   batch_size=getattr(c, "saliency_batch_size", DEFAULT_BATCH_SIZE))
-
-    def params(self) -> dict[str, Any]:
-        return asdict(self.config)

@@ -57,7 +57,7 @@ contributes little; ``--set minns.score=logit`` gives the unweighted sum.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -228,6 +228,3 @@ class MINNS(Detector):
             return explain_images(image_score, images, normalise, self.device,
                                   sigma=getattr(c, "saliency_sigma", DEFAULT_SIGMA),
                                   batch_size=getattr(c, "saliency_batch_size", DEFAULT_BATCH_SIZE))
-
-    def params(self) -> dict[str, Any]:
-        return asdict(self.config)

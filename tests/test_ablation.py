@@ -12,9 +12,9 @@ from conftest import separable_set
 
 from fsad_baselines.flos import FLOS
 from fsad_bench.detectors.base import Detector, TrainSet
+from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import UserError
 from fsad_bench.models.ablation import (
-    ABLATION_METHODS,
     DevNetAlexNet,
     DevNetDS,
     DevNetPatchDS,
@@ -162,7 +162,7 @@ def test_backbone_variants_forward():
 ])
 def test_named_methods(cls, name, variant, backbone):
     assert issubclass(cls, DevNet) and issubclass(cls, Detector)
-    assert cls.name == name and ABLATION_METHODS[name] is cls
+    assert cls.name == name and load_detector(name) is cls  # registered under its name
     det = cls()
     assert (det.config.variant, det.config.backbone) == (variant, backbone)
     assert cls.required_weights(det.config) == [backbone]

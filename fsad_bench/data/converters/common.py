@@ -365,17 +365,6 @@ def build_dataset(name: str, data_root: Path, fill: Callable[[Path, Conversion],
     return final, conv
 
 
-def tree_digest(folder: Path) -> str:
-    """sha256 over every file's relative path and bytes (tests: a second prepare changes nothing)."""
-    h = hashlib.sha256()
-    folder = Path(folder)
-    for p in sorted(folder.rglob("*"), key=lambda q: q.relative_to(folder).as_posix()):
-        if p.is_file():
-            h.update(p.relative_to(folder).as_posix().encode() + b"\0")
-            h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
-
-
 def new_category(out: Path, conv: Conversion, category: str) -> CategoryWriter:
     writer = CategoryWriter(Path(out) / category)
     conv.categories[category] = writer
