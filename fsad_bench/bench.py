@@ -281,6 +281,11 @@ class BenchRow:
 SPEED_OPTIONS = ("amp_bf16", "channels_last")
 
 
+class BenchDeclarationError(UserError):
+    """A detector's bench declaration disagrees with what its ``fit`` ran: that method's figures would
+    be wrong, so it gets none (the other methods are still measured and printed)."""
+
+
 def resolve_for_bench(budget: Budget, method: str, amp_bf16: bool = False, channels_last: bool = False
                       ) -> ResolvedMethod:
     """The method's configuration at ``budget`` as a run resolves it, with weights ``none`` (speed does
@@ -336,19 +341,19 @@ def measure_method(resolved: ResolvedMethod, budget_name: str, s: BenchSettings,
         with StepClock(device) as clock:
             det.fit(train)
         eval_rate = _eval_rate(det.score, eval_images, device)
-    ran = clock.counts()
+    ran, name = clock.counts(), resolved.method
     if ran != [p.steps for p in declared]:
-        raise UserError(f"bench: {resolved.method} declares optimiser phases "
-                        f"{[(p.name, p.steps) for p in declared]} but its fit ran {ran} steps per "
-                        "optimiser; fix its bench_phases / bench_step_overrides")
+        raise BenchDeclarationError(f"bench: {name} declares optimiser phases "
+                                    f"{[(p.name, p.steps) for p in declared]} but its fit ran {ran} steps "
+                                    "per optimiser; fix its bench_phases / bench_step_overrides")
     if [p.name for p in nominal] != [p.name for p in declared]:
-        raise UserError(f"bench: {resolved.method} declares phases {[p.name for p in nominal]} at the "
-                        f"budget but {[p.name for p in declared]} after its bench_step_overrides")
+        raise BenchDeclarationError(f"bench: {name} declares phases {[p.name for p in nominal]} at the "
+                                    f"budget but {[p.name for p in declared]} after its bench_step_overrides")
     phases = clock.phases(s.warmup)
     if any(n == 0 for n, _ in phases):
-        raise UserError(f"bench: {resolved.method} ran {ran} optimiser steps per phase, none left to "
-                        f"time after {s.warmup} warm-up step(s); its bench_step_overrides must give "
-                        "every phase more steps")
+        raise BenchDeclarationError(f"bench: {name} ran {ran} optimiser steps per phase, none left to time "
+                                    f"after {s.warmup} warm-up step(s); its bench_step_overrides must give "
+                                    "every phase more steps")
     images = [n * p.images_per_step for (n, _), p in zip(phases, declared)]
     seconds = sum(t for _, t in phases)
     flops = None
@@ -446,8 +451,8 @@ def reference_throughput(resolved: ResolvedMethod, budget_name: str, s: BenchSet
     seed_everything(0)
     parts = resolved.detector().balanced_training(device, seed=0)
     if parts is None:
-        raise UserError(f"no reference pipeline for {resolved.method}: its detector declares no "
-                        "balanced_training (the reference is DevNet's training loop)")
+        raise BenchDeclarationError(f"no reference pipeline for {resolved.method}: its balanced_training "
+                                    "returned None (the reference is DevNet's training loop)")
     c = parts.schedule
     workers = s.ref_workers if s.ref_workers is not None else default_ref_workers()
     file_size = s.ref_file_size or size
@@ -597,6 +602,7 @@ class BenchPlan:
     budgets: list[Budget]                               # resolved once for the run
     ours: dict[tuple[str, str], ResolvedMethod]         # (budget, method) -> with bench's speed options
     reference: dict[tuple[str, str], ResolvedMethod]    # (budget, method) -> fp32 NCHW, for the reference
+    errors: list[str] = field(default_factory=list)     # methods refused for a wrong bench declaration
 
 
 def plan_bench(s: BenchSettings) -> BenchPlan:
@@ -631,12 +637,17 @@ def bench_rows(s: BenchSettings, device: str, plan: BenchPlan | None = None) -> 
             # per-repeat ratios: on a shared machine the speed drifts between minutes, and timing
             # all of one pipeline and then all of the other would put the drift into the ratio
             pairs = []
-            with tempfile.TemporaryDirectory() as tmp:
-                for _ in range(s.repeats):
-                    mine = measure_method(plan.ours[key], budget.name, s, device)
-                    theirs = (reference_throughput(plan.reference[key], budget.name, s, device, Path(tmp))
-                              if key in plan.reference else None)
-                    pairs.append((mine, theirs))
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    for _ in range(s.repeats):
+                        mine = measure_method(plan.ours[key], budget.name, s, device)
+                        theirs = (reference_throughput(plan.reference[key], budget.name, s, device, Path(tmp))
+                                  if key in plan.reference else None)
+                        pairs.append((mine, theirs))
+            except BenchDeclarationError as exc:
+                print(f"  not measured: {exc}", file=sys.stderr)
+                plan.errors.append(str(exc))
+                continue
             ours = _median_row([m for m, _ in pairs])
             if cuda:
                 dtype = "bf16" if ours.bf16 else "tf32"
@@ -715,5 +726,9 @@ def run_bench(s: BenchSettings, grid: bool = False, json_path: Path | None = Non
         print(f"default grid wall time: {extra['default_grid_s']:.1f} s")
     if json_path is not None:
         json_path.write_text(json.dumps({"header": header, "settings": dataclasses.asdict(s), **extra,
-                                         "rows": [dataclasses.asdict(r) for r in rows]}, indent=1))
+                                         "rows": [dataclasses.asdict(r) for r in rows],
+                                         "errors": plan.errors}, indent=1))
+    if plan.errors:
+        raise BenchDeclarationError(f"{len(plan.errors)} method(s) not measured (the others are printed "
+                                    f"above), first: {plan.errors[0]}")
     return rows

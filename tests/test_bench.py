@@ -112,12 +112,18 @@ def test_a_detector_outside_the_package_gets_bench_numbers_from_its_declaration(
     assert whole["images"] == bench.N_NORMAL + bench.N_ANOMALY
 
 
-def test_a_declaration_that_differs_from_what_fit_runs_is_refused(capsys):
-    code = main(["bench", "--methods", "test_bench:MisDeclared", "--budgets", "smoke", "--steps", "2",
-                 "--eval-images", "4", "--device", "cpu"])
+def test_a_declaration_that_differs_from_what_fit_runs_is_refused_and_the_others_still_measured(
+        tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--methods", "test_bench:MisDeclared,test_bench:Paired", "--budgets", "smoke",
+                 "--steps", "2", "--eval-images", "4", "--device", "cpu", "--json", str(out)])
     assert code == 2
-    err = capsys.readouterr().err
-    assert "test_bench:MisDeclared declares optimiser phases [('pairs', 3)] but its fit ran [4]" in err
+    captured = capsys.readouterr()
+    wrong = "test_bench:MisDeclared declares optimiser phases [('pairs', 3)] but its fit ran [4]"
+    assert wrong in captured.err.splitlines()[-1] and "1 method(s) not measured" in captured.err
+    data = json.loads(out.read_text())
+    assert [r["method"] for r in data["rows"]] == ["test_bench:Paired"] and wrong in data["errors"][0]
+    assert "test_bench:Paired" in captured.out  # the table of what was measured is printed
 
 
 def test_bench_command_all_methods_with_reference_and_json(tmp_path, capsys):
