@@ -42,8 +42,8 @@ Deviations and why:
 
 * Default ``logit = "signed"`` (no |.| before the top-K) instead of the authors' wiring, for the
   reason above; the authors' is one ``--set flos.logit=authors`` away.
-* alpha = 1, gamma = 2 and the authors' logit wiring are the authors' FLOS code as summarised in
-  IMPLEMENTATION_FACTS.md ("Baselines"); we did not have that code itself.
+* alpha = 1, gamma = 2 and the authors' logit wiring are those of the authors' FLOS code, which we
+  know from a summary of it, not from the code itself.
 * ``bn_recalibration`` (DevNet's option, off by default and in the paper budget) is switched on in
   our CPU budget tables (quick, smoke): a few dozen steps from random init leave BatchNorm's
   running statistics stale.

@@ -6,7 +6,7 @@ At test time the student-teacher discrepancy is the anomaly score: the student n
 imitate the teacher on anomalous content.
 
 Faithful to the authors' code (github.com/Niiousha12/Knowledge_Distillation_AD, read via its files
-and a line-by-line Paddle port; IMPLEMENTATION_FACTS.md "Baselines"):
+and a line-by-line Paddle port):
 
 * Teacher: torchvision VGG16 ``features`` (13 conv + 5 max-pool, no BN), eval mode, frozen (only
   the student is given to Adam; teacher features are computed without gradients).

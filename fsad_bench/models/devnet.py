@@ -1,4 +1,4 @@
-"""DevNet for images (Pang et al.), faithful to the authors' code (IMPLEMENTATION_FACTS.md).
+"""DevNet for images (Pang et al.), faithful to the authors' public code for images.
 
 Network: ResNet-18 trunk (conv1..layer4) -> 1x1 conv scoring every feature-map cell -> top-K MIL
 (mean of the top 10% |cell scores|) -> image score; the same network also scores the image resized

@@ -1,6 +1,6 @@
 """Gradient saliency maps (the paper's Eq. 9, Q3 localisation), as in the authors' code.
 
-DevNet's ``localization.py`` (IMPLEMENTATION_FACTS.md, "Localisation"):
+DevNet's ``localization.py`` in the authors' code:
 
 1. the model in eval mode scores the *normalised* input tensor at the cell's image size (448 px in
    the paper), and the image score is back-propagated to the input: ``d score / d x``;
