@@ -68,13 +68,12 @@ def _fingerprint(index: CategoryIndex, size: int) -> str:
     return h.hexdigest()[:16]
 
 
-def load_category(index: CategoryIndex, size: int, dataset: str, category: str,
-                  use_cache: bool = True) -> DecodedCategory:
+def load_category(index: CategoryIndex, size: int, dataset: str, category: str) -> DecodedCategory:
     """All images and masks of a category at ``size``, from the cache or decoded once into it."""
     folder = cache_dir() / "decoded" / dataset / category / str(size)
     key = _fingerprint(index, size)
     img_file, mask_file = folder / f"{key}-images.npy", folder / f"{key}-masks.npy"
-    if use_cache and img_file.exists() and mask_file.exists():
+    if img_file.exists() and mask_file.exists():
         return DecodedCategory(index, np.load(img_file), np.load(mask_file))
     workers = min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(workers) as pool:
@@ -83,10 +82,9 @@ def load_category(index: CategoryIndex, size: int, dataset: str, category: str,
     for i, rel in enumerate(index.masks):
         if rel is not None:
             masks[i] = decode_mask(index.root / rel, size)
-    if use_cache:
-        folder.mkdir(parents=True, exist_ok=True)
-        for target, arr in ((img_file, images), (mask_file, masks)):
-            tmp = target.with_suffix(f".tmp{os.getpid()}.npy")
-            np.save(tmp, arr)
-            os.replace(tmp, target)  # atomic: concurrent workers never see half a file
+    folder.mkdir(parents=True, exist_ok=True)
+    for target, arr in ((img_file, images), (mask_file, masks)):
+        tmp = target.with_suffix(f".tmp{os.getpid()}.npy")
+        np.save(tmp, arr)
+        os.replace(tmp, target)  # atomic: concurrent workers never see half a file
     return DecodedCategory(index, images, masks)

@@ -20,16 +20,15 @@ def _entry_points() -> dict:
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 
-def available_detectors(warn: bool = True) -> dict[str, type[Detector]]:
+def available_detectors() -> dict[str, type[Detector]]:
     """Every registered detector that imports; a broken plugin is skipped with a warning naming it."""
     found: dict[str, type[Detector]] = {}
     for name, ep in sorted(_entry_points().items()):
         try:
             found[name] = _checked(ep.load(), name)
         except Exception as exc:  # a broken plugin must not take the others down
-            if warn:
-                warnings.warn(f"detector plugin {name!r} ({ep.value}) failed to load: "
-                              f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"detector plugin {name!r} ({ep.value}) failed to load: "
+                          f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
     return found
 
 

@@ -165,8 +165,7 @@ def to_float32(outputs: Any) -> Any:
 
 def train_balanced(model: nn.Module, images: torch.Tensor, labels: np.ndarray, sched: Schedule,
                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                   seed: int, balanced: bool = True, progress: Callable[[int, float], None] | None = None,
-                   speed: SpeedOptions | None = None) -> list[float]:
+                   seed: int, speed: SpeedOptions | None = None) -> list[float]:
     """Adam + StepLR (stepped per epoch) + grad-norm clipping over balanced, rotated batches.
 
     ``images`` is the uint8 NCHW training tensor on the model's device; ``loss_fn(model_output,
@@ -179,7 +178,7 @@ def train_balanced(model: nn.Module, images: torch.Tensor, labels: np.ndarray, s
     speed.prepare_model(model)
     device = images.device
     gen = torch.Generator(device=device).manual_seed(seed)
-    batches = BalancedBatches(labels, sched.batch_size, seed, balanced=balanced)
+    batches = BalancedBatches(labels, sched.batch_size, seed)
     labels_t = torch.as_tensor(labels, device=device)
     opt = torch.optim.Adam(model.parameters(), lr=sched.lr, weight_decay=sched.weight_decay)
     lr_sched = torch.optim.lr_scheduler.StepLR(opt, step_size=sched.lr_step_epochs, gamma=sched.lr_gamma)
@@ -205,8 +204,6 @@ def train_balanced(model: nn.Module, images: torch.Tensor, labels: np.ndarray, s
             total += loss.item()
         lr_sched.step()
         history.append(total / max(sched.steps_per_epoch, 1))
-        if progress is not None:
-            progress(epoch, history[-1])
     return history
 
 
