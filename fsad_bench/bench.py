@@ -14,7 +14,7 @@ and everything else at the budget's settings. A global optimiser-step hook (:cla
 timestamps the end of every optimiser step, so a step's time is the interval between two step ends:
 index gather, augmentation, forward, loss, backward, clipping, update and the per-step
 ``loss.item()`` - the method's real training step. Set-up before the first step (network build,
-Deep SVDD's centre, KDAD's teacher cache) and after the last (BatchNorm recalibration) is left out;
+hypersphere centres, teacher-feature caches) and after the last (BatchNorm recalibration) is left out;
 the first ``warmup`` steps of each optimiser are not timed. The optimisers that stepped, and how
 often, must match the detector's ``bench_phases`` for the changed config (else an error names the
 detector): images per step and the projected cell come from that declaration. A detector that
@@ -26,16 +26,16 @@ Peak memory: CUDA ``max_memory_allocated`` over fit + score; on CPU the growth o
 resident set (RSS, sampled every 5 ms from ``/proc/self/statm``) over fit + score.
 
 The reference pipeline (``reference_throughput``, detectors that declare ``balanced_training``, i.e.
-DevNet's training loop) works like the authors' code at identical settings (image size, batch,
-backbone, network, loss, Adam, clipping, StepLR): the training images are written once as PNG
-files, a torch ``Dataset`` opens each file with PIL and applies Resize, RandomRotation(180),
-ToTensor, Normalize at every access, a ``DataLoader`` draws the authors' balanced batches (half
-normals, half anomalies, endless shuffled streams) with ``num_workers`` processes and a fresh
-iterator (so fresh workers) every epoch of the budget's ``steps_per_epoch``. ``num_workers``: the
-authors' value is not known to us; we use 4 (the usual default of such scripts) capped at the CPU
-count, so the reference never oversubscribes the cores. The files are written at the training size
-by default (``ref_file_size``), which favours the reference: the authors decode full-size originals
-(MVTec AD: 700-1024 px) before resizing.
+that train with ``train_balanced``, the paper's method's loop) works like the authors' code at
+identical settings (image size, batch, backbone, network, loss, Adam, clipping, StepLR): the
+training images are written once as PNG files, a torch ``Dataset`` opens each file with PIL and
+applies Resize, RandomRotation(180), ToTensor, Normalize at every access, a ``DataLoader`` draws the
+authors' balanced batches (half normals, half anomalies, endless shuffled streams) with
+``num_workers`` processes and a fresh iterator (so fresh workers) every epoch of the budget's
+``steps_per_epoch``. ``num_workers``: the authors' value is not known to us; we use 4 (the usual
+default of such scripts) capped at the CPU count, so the reference never oversubscribes the cores.
+The files are written at the training size by default (``ref_file_size``), which favours the
+reference: the authors decode full-size originals (MVTec AD: 700-1024 px) before resizing.
 """
 
 from __future__ import annotations
@@ -300,7 +300,7 @@ def has_speed_options(resolved: ResolvedMethod) -> bool:
 
 
 def declares_reference(cls: type[Detector]) -> bool:
-    """Whether the detector declares DevNet's training loop (``balanced_training``)."""
+    """Whether the detector declares that it trains with ``train_balanced`` (``balanced_training``)."""
     return cls.balanced_training is not Detector.balanced_training
 
 
@@ -445,14 +445,14 @@ def default_ref_workers() -> int:
 
 def reference_throughput(resolved: ResolvedMethod, budget_name: str, s: BenchSettings, device: str,
                          folder: Path) -> BenchRow:
-    """The authors'-style pipeline for a detector that declares ``balanced_training`` (DevNet's loop)
+    """The authors'-style pipeline for a detector that declares ``balanced_training`` (``train_balanced``)
     at its budget's settings (fp32, NCHW): the same network, loss and schedule ``fit`` trains."""
     size = resolved.img_size
     seed_everything(0)
     parts = resolved.detector().balanced_training(device, seed=0)
     if parts is None:
         raise BenchDeclarationError(f"no reference pipeline for {resolved.method}: its balanced_training "
-                                    "returned None (the reference is DevNet's training loop)")
+                                    "returned None (the reference trains what train_balanced trains)")
     c = parts.schedule
     workers = s.ref_workers if s.ref_workers is not None else default_ref_workers()
     file_size = s.ref_file_size or size
@@ -620,7 +620,7 @@ def plan_bench(s: BenchSettings) -> BenchPlan:
             raise UserError(f"--reference {m}: not among the measured --methods")
         if not declares_reference(classes[m]):
             raise UserError(f"--reference {m}: no reference pipeline for it; its detector declares no "
-                            "balanced_training (the reference is DevNet's training loop)")
+                            "balanced_training (the reference trains what train_balanced trains)")
     return BenchPlan(spec, methods, budgets, ours,
                      {(b.name, m): resolve_for_bench(b, m) for b in budgets for m in reference})
 
@@ -683,7 +683,7 @@ def time_default_grid(protocol: str) -> float:
 
 
 #: Why bench refuses --amp-bf16 off CUDA: oneDNN's bfloat16 convolutions returned NaN for finite inputs
-#: on our CPU (torch 2.14.1, Xeon with AMX) in a quarter of seeded DevNet fits.
+#: on our CPU (torch 2.14.1, Xeon with AMX) in a quarter of seeded fits of the paper's method.
 CPU_BF16 = ("bf16 autocast is benchmarked on CUDA only: on CPUs oneDNN's bfloat16 convolutions gave NaN for "
             "finite inputs in our tests; drop --amp-bf16 (--channels-last is fine on a CPU)")
 

@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--channels-last", action="store_true", help="channels_last (methods with the option)")
     b.add_argument("--reference", type=_csv_list, default=None,
                    help="methods also timed with the authors'-style PIL/DataLoader pipeline "
-                   "(detectors that declare DevNet's training loop; default: those whose detector asks "
+                   "(detectors trained by train_balanced; default: those whose detector asks "
                    "for it; 'none' for none)")
     b.add_argument("--ref-workers", type=int, default=None,
                    help="reference DataLoader workers (default min(4, CPU count))")

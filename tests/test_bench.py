@@ -269,3 +269,22 @@ def test_reference_file_dataset_decodes_and_normalises(tmp_path):
     x, y = ds[0]
     assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y == 0
     assert -2.2 < float(x.min()) and float(x.max()) < 2.7  # ImageNet-normalised
+
+
+def test_bench_config_and_testing_name_no_built_in_method_and_touch_no_private_attribute():
+    """What bench times comes from the detectors' declarations, so the core names none of them."""
+    import ast
+    from pathlib import Path
+
+    import fsad_bench
+
+    root = Path(fsad_bench.__file__).parent
+    methods = ("devnet", "flos", "kdad", "dsvdd", "deepsad", "minns", "deep svdd", "deep sad")
+    for rel in ("bench.py", "config.py", "testing.py", "runner/generator.py"):
+        for node in ast.walk(ast.parse((root / rel).read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                hits = [m for m in methods if m in node.value.lower()]
+                assert not hits, f"{rel}:{node.lineno} names {hits} in {node.value[:60]!r}"
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.endswith("__"):
+                owner = node.value.id if isinstance(node.value, ast.Name) else ""
+                assert owner == "self", f"{rel}:{node.lineno} touches the private attribute .{node.attr}"
