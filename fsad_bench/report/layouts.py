@@ -19,11 +19,6 @@ from fsad_bench.report.tables import LEVELS, SEED_SPREAD_NOTE, Table, build_tabl
 TEXTURES = {"carpet", "grid", "leather", "tile", "wood", "brick", "grass", "gravel"}
 
 
-def protocol_layout(protocol: str) -> str:
-    """The report layout a packaged protocol declares; Table 2's for anything else."""
-    return report_spec(protocol).layout
-
-
 def curve_text(frame: pd.DataFrame, x: str, fmt: str, spec: ReportSpec) -> str:
     """Rows dataset x setting value, one column per method: mean ± std over seeds."""
     methods = spec.order(frame.method.unique())
