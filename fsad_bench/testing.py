@@ -85,6 +85,10 @@ def separable_images(n_normal: int, n_anomaly: int, size: int = 32, seed: int = 
     return np.clip(images, 0, 255).astype(np.uint8), labels
 
 
+class _Skipped(Exception):
+    """Raised inside a check that does not apply to this detector (its message says why)."""
+
+
 class _Checks:
     def __init__(self, name: str) -> None:
         self.report = ConformanceReport(name)
@@ -94,6 +98,9 @@ class _Checks:
         """Run one check: a failed assertion or any exception becomes an AssertionError naming it."""
         try:
             yield
+        except _Skipped as why:
+            self.report.skipped[check] = str(why)
+            return
         except AssertionError as exc:
             raise AssertionError(f"check_detector[{check}] {self.report.detector}: {exc}") from exc
         except Exception as exc:
@@ -178,16 +185,15 @@ def check_detector(cls: type[Detector], params: Mapping[str, Any] | None = None,
         assert _close(scores, again, 1e-5), (f"a second fit with seed {seed} gave other scores (max diff "
                                              f"{np.abs(scores - again).max():.3g})")
     shape = TrainShape(len(train_x), n_normal, img_size)
-    if cls.bench_phases(config, shape) is None:
-        run.report.skipped["bench_phases"] = "no bench_phases declared (bench times the whole fit)"
-    else:
-        with run.check("bench_phases"):
-            _check_phases(cls, config, shape, clock.counts(), "")
-            changes = cls.bench_step_overrides(config, 3, shape)
-            short = cls.config_from_params({**dataclasses.asdict(config), **changes})
-            with StepClock(device) as clock:
-                cls(short).fit(TrainSet(train_x, train_y, seed=seed, device=device))
-            _check_phases(cls, short, shape, clock.counts(), f" after bench_step_overrides {changes}")
+    with run.check("bench_phases"):
+        if cls.bench_phases(config, shape) is None:
+            raise _Skipped("no bench_phases declared (bench times the whole fit)")
+        _check_phases(cls, config, shape, clock.counts(), "")
+        changes = cls.bench_step_overrides(config, 3, shape)
+        short = cls.config_from_params({**dataclasses.asdict(config), **changes})
+        with StepClock(device) as clock:
+            cls(short).fit(TrainSet(train_x, train_y, seed=seed, device=device))
+        _check_phases(cls, short, shape, clock.counts(), f" after bench_step_overrides {changes}")
     with run.check("explain"):
         shown = test_x[-4:].copy()  # a few anomalies: saliency maps cost a backward pass each
         maps = det.explain(shown)

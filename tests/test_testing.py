@@ -159,6 +159,12 @@ class WrongSteps(Steps):
     extra_steps = 1
 
 
+class DeclarationRaises(Bright):
+    @classmethod
+    def bench_phases(cls, config: BrightConfig, shape: TrainShape) -> list[BenchPhase]:
+        return [BenchPhase("train", config.epochs, 1)]  # BrightConfig has no epochs
+
+
 def test_a_bench_declaration_is_checked_against_the_steps_fit_runs():
     assert "bench_phases" in check_detector(Steps).passed
     with pytest.raises(AssertionError, match=r"check_detector\[bench_phases\] bright: bench_phases declares "
@@ -181,6 +187,7 @@ def test_a_detector_that_keeps_the_contract_passes_every_check():
     (ExplainMutates, "explain"),
     (NumpyInfo, "info_json"), (ConfigNotADataclass, "config"), (NoRoundTrip, "config"),
     (OneClassThatPeeks, "one_class_ignores_anomalies"), (Constant, "auc"),
+    (DeclarationRaises, "bench_phases"),
 ])
 def test_each_broken_contract_fails_the_check_that_names_it(cls, check):
     with pytest.raises(AssertionError, match=rf"^check_detector\[{check}\] {cls.name}: "):
