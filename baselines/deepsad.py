@@ -52,7 +52,8 @@ Decisions (deviations) and why:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -68,8 +69,8 @@ from fsad_baselines.svdd_common import (
     squared_distance,
     train_loop,
 )
-from fsad_bench.detectors.base import Detector, TrainSet
-from fsad_bench.models.backbones import check_weights_choice, feature_extractor
+from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
+from fsad_bench.models.backbones import check_weights_choice, feature_extractor, train_flops_per_image
 from fsad_bench.models.training import (
     augment_and_normalise,
     normalise,
@@ -124,6 +125,18 @@ class DeepSAD(Detector):
     paper_column = "DeepSAD"
     Config = DeepSADConfig
 
+    @classmethod
+    def bench_phases(cls, config: DeepSADConfig, shape: TrainShape) -> list[BenchPhase]:
+        """One phase: ``train_loop`` over all training images, ``epochs`` x (``steps_per_epoch`` or one
+        pass, ``ceil(N / batch)``) steps of ``min(batch_size, N)`` images (never a short batch)."""
+        batch = max(min(config.batch_size, shape.n_images), 1)
+        per_epoch = config.steps_per_epoch or math.ceil(shape.n_images / batch)
+        return [BenchPhase("train", config.epochs * per_epoch, batch,
+                           train_flops_per_image(config.backbone, shape.img_size))]
+
+    @classmethod
+    def bench_step_overrides(cls, config: DeepSADConfig, n_steps: int, shape: TrainShape) -> dict[str, Any]:
+        return {"epochs": 1, "steps_per_epoch": n_steps}
 
     def fit(self, train: TrainSet) -> DeepSAD:
         c = self.config
@@ -158,6 +171,3 @@ class DeepSAD(Detector):
         if len(images) == 0:
             return np.zeros(0, dtype=np.float32)
         return squared_distance(self.embed(images), self.c).float().cpu().numpy()
-
-    def params(self) -> dict[str, Any]:
-        return asdict(self.config)

@@ -51,7 +51,8 @@ Decisions (deviations) and why:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -74,7 +75,7 @@ from fsad_baselines.svdd_common import (
     squared_distance,
     train_loop,
 )
-from fsad_bench.detectors.base import Detector, TrainSet
+from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
 from fsad_bench.errors import UserError
 from fsad_bench.models.training import chunks, recalibrate_batchnorm, seed_everything, to_uint8_tensor
 
@@ -207,6 +208,29 @@ class DeepSVDD(Detector):
     Config = DeepSVDDConfig
     uses_labelled_anomalies = False
 
+    @classmethod
+    def bench_phases(cls, config: DeepSVDDConfig, shape: TrainShape) -> list[BenchPhase]:
+        """The autoencoder pretraining (when ``pretrain`` and ``ae_epochs > 0``), then the one-class
+        phase; each ``train_loop`` over the normals only: epochs x (steps per epoch or one pass,
+        ``ceil(n_normal / batch)``) steps of ``min(batch, n_normal)`` images."""
+        def phase(name: str, epochs: int, batch_size: int, steps_per_epoch: int) -> BenchPhase:
+            batch = max(min(batch_size, shape.n_normal), 1)
+            per_epoch = steps_per_epoch or math.ceil(shape.n_normal / batch)
+            return BenchPhase(name, epochs * per_epoch, batch)
+
+        main = phase("one-class", config.epochs, config.batch_size, config.steps_per_epoch)
+        if not (config.pretrain and config.ae_epochs > 0):
+            return [main]
+        return [phase("autoencoder", config.ae_epochs, config.ae_batch_size, config.ae_steps_per_epoch), main]
+
+    @classmethod
+    def bench_step_overrides(cls, config: DeepSVDDConfig, n_steps: int, shape: TrainShape
+                             ) -> dict[str, Any]:
+        over: dict[str, Any] = {"epochs": 1, "steps_per_epoch": n_steps}
+        if config.pretrain and config.ae_epochs > 0:  # a budget without pretraining keeps none
+            over.update(ae_epochs=1, ae_steps_per_epoch=n_steps)
+        return over
+
     # -- input transform ------------------------------------------------------------------------
     def _fit_scaling(self, images: torch.Tensor) -> None:
         lo, hi = float("inf"), float("-inf")
@@ -288,6 +312,3 @@ class DeepSVDD(Detector):
         if self.config.objective == "soft-boundary":
             dist = soft_boundary_score(dist, self.radius)
         return dist.float().cpu().numpy()
-
-    def params(self) -> dict[str, Any]:
-        return asdict(self.config)

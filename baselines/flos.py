@@ -118,6 +118,8 @@ class FLOS(DevNet):
     display_name = "FLOS"
     paper_column = "FLOS"
     Config = FLOSConfig
+    #: the reference pipeline is the authors' DevNet code (``--reference flos`` still times FLOS through it)
+    bench_reference = False
 
     def build_network(self) -> nn.Module:
         c = self.config

@@ -89,7 +89,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -98,7 +98,7 @@ from torch import nn
 from torchvision.models.vgg import cfgs as vgg_cfgs
 from torchvision.models.vgg import make_layers as vgg_make_layers
 
-from fsad_bench.detectors.base import Detector, TrainSet
+from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
 from fsad_bench.errors import TrainingDivergedError, UserError
 from fsad_bench.models.backbones import check_weights_choice, torchvision_model
 from fsad_bench.models.saliency import (
@@ -220,6 +220,27 @@ class KDAD(Detector):
     weights_notes = {"none": "its teacher is a fixed random VGG16, not ImageNet's"}
     Config = KDADConfig
     uses_labelled_anomalies = False
+
+    @classmethod
+    def bench_phases(cls, config: KDADConfig, shape: TrainShape) -> list[BenchPhase]:
+        """One phase over the normals only: ``epochs x ceil(n_normal / batch_size)`` steps, capped at
+        ``max_steps`` when set; an epoch's last batch holds the remainder of the normals."""
+        n, batch = shape.n_normal, config.batch_size
+        per_epoch = math.ceil(n / batch)
+        steps = config.epochs * per_epoch
+        if config.max_steps > 0:
+            steps = min(steps, config.max_steps)
+        full_epochs, rest = divmod(steps, per_epoch)  # the steps of a partial epoch are full batches
+        images = full_epochs * n + rest * batch
+        return [BenchPhase("distillation", steps, images / steps if steps else float(min(batch, n)))]
+
+    @classmethod
+    def bench_step_overrides(cls, config: KDADConfig, n_steps: int, shape: TrainShape) -> dict[str, Any]:
+        """``max_steps``, at least one epoch plus a step, so that the teacher-feature cache is used as
+        in a real run of the budget."""
+        per_epoch = math.ceil(shape.n_normal / config.batch_size)
+        steps = max(n_steps, per_epoch + 1)
+        return {"max_steps": steps, "epochs": max(config.epochs, math.ceil(steps / per_epoch))}
 
     @classmethod
     def required_weights(cls, config: KDADConfig) -> list[str]:
@@ -352,6 +373,3 @@ class KDAD(Detector):
             return explain_images(discrepancy, images, self._prepare, self.device,
                                   sigma=getattr(c, "saliency_sigma", DEFAULT_SIGMA),
                                   batch_size=getattr(c, "saliency_batch_size", DEFAULT_BATCH_SIZE))
-
-    def params(self) -> dict[str, Any]:
-        return asdict(self.config)

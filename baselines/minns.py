@@ -57,7 +57,7 @@ contributes little; ``--set minns.score=logit`` gives the unweighted sum.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -65,15 +65,17 @@ import torch
 from torch import nn
 
 from fsad_baselines.minns_loss import POOLINGS, deep_supervision_loss, deep_supervision_score, mil_pool
-from fsad_bench.detectors.base import Detector, TrainSet
+from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
 from fsad_bench.errors import UserError
-from fsad_bench.models.backbones import feature_extractor
+from fsad_bench.models.backbones import feature_extractor, train_flops_per_image
 from fsad_bench.models.saliency import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA, explain_images, frozen
 from fsad_bench.models.training import (
+    BalancedTraining,
     Schedule,
     normalise,
     predict,
     recalibrate_batchnorm,
+    schedule_of,
     seed_everything,
     to_uint8_tensor,
     train_balanced,
@@ -116,6 +118,17 @@ class MINNSNetwork(nn.Module):
         mid = self.lower(x)
         maps = [mid, self.last(mid)] if self.deep_supervision else [self.last(mid)]
         return torch.stack([self.bag_logit(m, h) for m, h in zip(maps, self.heads)], dim=1)
+
+
+class ImageScore(nn.Module):
+    """A MINNS network's image score (B,): the configured mean of its outputs (``score``)."""
+
+    def __init__(self, net: MINNSNetwork, mode: str) -> None:
+        super().__init__()
+        self.net, self.mode = net, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return deep_supervision_score(self.net(x), self.mode)
 
 
 @dataclass
@@ -163,15 +176,33 @@ class MINNS(Detector):
     def loss(self, outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return deep_supervision_loss(outputs, labels)
 
+    def balanced_training(self, device: str, seed: int) -> BalancedTraining:
+        """The network built on ``device`` (it outputs the bag logits the loss takes) and DevNet's
+        schedule: what ``fit`` trains, and bench's reference pipeline."""
+        self.device = device
+        self.network = self.build_network().to(device)
+        return BalancedTraining(self.network, ImageScore(self.network, self.config.score), self.loss,
+                                schedule_of(self.config), self.config.eval_batch_size)
+
+    @classmethod
+    def bench_phases(cls, config: MINNSConfig, shape: TrainShape) -> list[BenchPhase]:
+        """One phase: ``train_balanced``, ``epochs x steps_per_epoch`` steps of ``batch_size`` images;
+        FLOPs of a single-scale ResNet-18 trunk."""
+        return [BenchPhase("train", config.epochs * config.steps_per_epoch, config.batch_size,
+                           train_flops_per_image(config.backbone, shape.img_size))]
+
+    @classmethod
+    def bench_step_overrides(cls, config: MINNSConfig, n_steps: int, shape: TrainShape) -> dict[str, Any]:
+        return {"epochs": 1, "steps_per_epoch": n_steps}
+
     def fit(self, train: TrainSet) -> MINNS:
         self._check_config()
         c = self.config
         seed_everything(train.seed)
-        self.device = train.device
-        self.network = self.build_network().to(train.device)
+        parts = self.balanced_training(train.device, train.seed)
         images = to_uint8_tensor(train.images, train.device)
-        sched = Schedule(**{k: v for k, v in asdict(c).items() if k in Schedule.__dataclass_fields__})
-        self.loss_history = train_balanced(self.network, images, train.labels, sched, self.loss, train.seed)
+        self.loss_history = train_balanced(parts.model, images, train.labels, parts.schedule, parts.loss,
+                                           train.seed)
         if c.bn_recalibration:
             recalibrate_batchnorm(self.network, images, normalise, c.eval_batch_size)
         self.info = {"weights": c.weights, "backbone": c.backbone, "pooling": c.pooling,
@@ -197,6 +228,3 @@ class MINNS(Detector):
             return explain_images(image_score, images, normalise, self.device,
                                   sigma=getattr(c, "saliency_sigma", DEFAULT_SIGMA),
                                   batch_size=getattr(c, "saliency_batch_size", DEFAULT_BATCH_SIZE))
-
-    def params(self) -> dict[str, Any]:
-        return asdict(self.config)

@@ -1,51 +1,47 @@
 """``fsad-bench bench``: training / evaluation throughput and peak memory of each method per budget,
-DevNet's pipeline against a reference pipeline that works like the authors' code, and (on CUDA) the
-fraction of the ResNet-18 roofline and the projected GPU-hours of Table 2.
+a method's pipeline against a reference pipeline that works like the authors' code, and (on CUDA)
+the fraction of the ResNet-18 roofline and the projected GPU-hours of Table 2.
 
-A benchmark prints figures; it asserts nothing (speed targets never live in tests).
+A benchmark prints figures; it asserts nothing (speed targets never live in tests). It names no
+method: what it times comes from each detector's declarations (``Detector.bench_phases``,
+``bench_step_overrides``, ``balanced_training``, ``bench_reference``), so a plugin gets the same
+figures as a built-in detector.
 
 What is timed, per method (``measure_method``): the detector's own ``fit`` on a synthetic
 :class:`TrainSet` (``N_NORMAL`` normals + ``N_ANOMALY`` labelled anomalies, smooth textures, at the
-budget's image size, weights ``none``) with the step counts overridden (``step_overrides``) and
-everything else at the budget's settings. A global optimiser-step hook (:class:`StepClock`)
+budget's image size, weights ``none``) with the step counts changed by its ``bench_step_overrides``
+and everything else at the budget's settings. A global optimiser-step hook (:class:`StepClock`)
 timestamps the end of every optimiser step, so a step's time is the interval between two step ends:
 index gather, augmentation, forward, loss, backward, clipping, update and the per-step
 ``loss.item()`` - the method's real training step. Set-up before the first step (network build,
-Deep SVDD's centre, KDAD's teacher cache) and after the last (BatchNorm recalibration) is left out;
-the first ``warmup`` steps of each optimiser are not timed. Per method:
-
-* devnet, flos, minns (and DevNet's ablation variants): ``train_balanced``, ``epochs=1``,
-  ``steps_per_epoch = warmup + steps``; images/step = ``batch_size``.
-* deepsad: ``train_loop`` with ``epochs=1`` and ``steps_per_epoch = warmup + steps``;
-  images/step = ``min(batch_size, N)``.
-* dsvdd: two optimisers, the autoencoder's pretraining and then the one-class phase, each with
-  ``warmup + steps`` steps; train img/s = images of both timed windows / their total time.
-* kdad: ``max_steps``; at least one epoch plus a step, so the teacher-feature cache is used as in a
-  real run of the budget; images/step = ``min(batch_size, N_NORMAL)`` (``N_NORMAL`` is a multiple of
-  every budget's batch, so no short last batch).
+hypersphere centres, teacher-feature caches) and after the last (BatchNorm recalibration) is left out;
+the first ``warmup`` steps of each optimiser are not timed. The optimisers that stepped, and how
+often, must match the detector's ``bench_phases`` for the changed config (else an error names the
+detector): images per step and the projected cell come from that declaration. A detector that
+declares no phases gets its whole ``fit`` timed at the budget's settings (set-up included): train
+img/s = training images / fit seconds, no per-step figures, no projected cell.
 
 Evaluation images/s: ``detector.score`` on ``eval_images`` images after a small warm-up call.
 Peak memory: CUDA ``max_memory_allocated`` over fit + score; on CPU the growth of the process's
 resident set (RSS, sampled every 5 ms from ``/proc/self/statm``) over fit + score.
 
-The reference pipeline (``reference_throughput``, methods with DevNet's training loop) works like
-the authors' code at identical settings (image size, batch, backbone, network, loss, Adam, clipping,
-StepLR): the training images are written once as PNG files, a torch ``Dataset`` opens each file with
-PIL and applies Resize, RandomRotation(180), ToTensor, Normalize at every access, a ``DataLoader``
-draws the authors' balanced batches (half normals, half anomalies, endless shuffled streams) with
+The reference pipeline (``reference_throughput``, detectors that declare ``balanced_training``, i.e.
+that train with ``train_balanced``, the paper's method's loop) works like the authors' code at
+identical settings (image size, batch, backbone, network, loss, Adam, clipping, StepLR): the
+training images are written once as PNG files, a torch ``Dataset`` opens each file with PIL and
+applies Resize, RandomRotation(180), ToTensor, Normalize at every access, a ``DataLoader`` draws the
+authors' balanced batches (half normals, half anomalies, endless shuffled streams) with
 ``num_workers`` processes and a fresh iterator (so fresh workers) every epoch of the budget's
-``steps_per_epoch``. ``num_workers``: IMPLEMENTATION_FACTS.md does not state the authors' value; we
-use 4 (the usual default of such scripts) capped at the CPU count, so the reference never
-oversubscribes the cores. The files are written at the training size by default
-(``ref_file_size``), which favours the reference: the authors decode full-size originals (MVTec AD:
-700-1024 px) before resizing.
+``steps_per_epoch``. ``num_workers``: the authors' value is not known to us; we use 4 (the usual
+default of such scripts) capped at the CPU count, so the reference never oversubscribes the cores.
+The files are written at the training size by default (``ref_file_size``), which favours the
+reference: the authors decode full-size originals (MVTec AD: 700-1024 px) before resizing.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import subprocess
 import sys
@@ -64,11 +60,11 @@ from tabulate import tabulate
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from fsad_bench.detectors.base import Detector, TrainSet
-from fsad_bench.detectors.registry import load_detector
+from fsad_bench.config import ResolvedMethod, resolve_method_config
+from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
 from fsad_bench.errors import UserError
-from fsad_bench.models.training import IMAGENET_MEAN, IMAGENET_STD, BalancedBatches, Schedule
-from fsad_bench.protocol import load_protocol
+from fsad_bench.models.training import IMAGENET_MEAN, IMAGENET_STD, BalancedBatches, seed_everything
+from fsad_bench.protocol import Budget, ProtocolSpec, load_protocol
 
 #: Synthetic training set of every measurement: 192 is a multiple of every budget's batch (8..64, 48).
 N_NORMAL = 192
@@ -76,12 +72,8 @@ N_ANOMALY = 10
 #: Nominal cell size for the projected cell time (about MVTec AD's mean per category).
 NOMINAL_TRAIN = 250
 NOMINAL_TEST = 150
-#: Table 2: 15 MVTec AD categories + 8 single-category datasets, 3 seeds, 6 methods.
+#: Table 2: 15 MVTec AD categories + 8 single-category datasets (methods and seeds: the protocol's).
 TABLE2_CATEGORIES = 23
-TABLE2_SEEDS = 3
-Q1_METHODS = ("kdad", "dsvdd", "deepsad", "flos", "minns", "devnet")
-#: ResNet-18 forward at 224 px: 1.82 G multiply-accumulates (torchvision's "GFLOPS" figure).
-RESNET18_GMACS_224 = 1.82
 #: Dense peak TFLOP/s by GPU name, used only when the matmul measurement fails.
 PEAK_TFLOPS = {"H200": {"bf16": 989.0, "tf32": 494.7}, "H100": {"bf16": 989.0, "tf32": 494.7},
                "A100": {"bf16": 312.0, "tf32": 156.0}, "L40S": {"bf16": 362.0, "tf32": 183.0}}
@@ -129,6 +121,10 @@ class StepClock:
 
     def __exit__(self, *exc: object) -> None:
         self._handle.remove()
+
+    def counts(self) -> list[int]:
+        """Optimiser steps recorded per optimiser, in order of their first step."""
+        return [len(stamps) for stamps in self.stamps.values()]
 
     def phases(self, warmup: int) -> list[tuple[int, float]]:
         """(timed steps, seconds) per optimiser: step ``k`` is the interval from step k-1's end to
@@ -209,85 +205,6 @@ class MemoryProbe:
 
 
 # --------------------------------------------------------------------------------------------------
-# per-method step counts
-
-
-def _kind(config: Any) -> str:
-    """Which training loop a config drives (by its fields, so plugins/variants are recognised)."""
-    if isinstance(config, Schedule):
-        return "balanced"  # DevNet, FLOS, MINNS, DevNet variants: train_balanced
-    names = {f.name for f in dataclasses.fields(config)}
-    if "ae_epochs" in names:
-        return "dsvdd"
-    if "max_steps" in names and "teacher_bf16" in names:
-        return "kdad"
-    if {"epochs", "steps_per_epoch", "batch_size", "eta"} <= names:
-        return "deepsad"
-    return "unknown"
-
-
-def step_overrides(config: Any, n_steps: int, n_normal: int) -> dict[str, Any]:
-    """Config changes that make ``fit`` run about ``n_steps`` optimiser steps per phase."""
-    kind = _kind(config)
-    if kind in ("balanced", "deepsad"):
-        return {"epochs": 1, "steps_per_epoch": n_steps}
-    if kind == "dsvdd":
-        return {"ae_epochs": 1, "ae_steps_per_epoch": n_steps, "epochs": 1, "steps_per_epoch": n_steps}
-    if kind == "kdad":
-        per_epoch = math.ceil(n_normal / config.batch_size)
-        steps = max(n_steps, per_epoch + 1)  # past one epoch: the teacher cache is used, as in a real run
-        return {"max_steps": steps, "epochs": max(config.epochs, math.ceil(steps / per_epoch))}
-    raise UserError(f"bench does not know the training loop of {type(config).__name__}; it times "
-                    "DevNet-style (Schedule), Deep SVDD, Deep SAD and KDAD configs")
-
-
-def _pretrains(config: Any) -> bool:
-    return bool(config.pretrain and config.ae_epochs > 0)
-
-
-def images_per_step(config: Any, n_train: int, n_normal: int) -> list[int]:
-    """Images in one optimiser step of each phase (in the order the phases run)."""
-    kind = _kind(config)
-    if kind == "balanced":
-        return [config.batch_size]
-    if kind == "deepsad":
-        return [min(config.batch_size, n_train)]
-    if kind == "dsvdd":
-        main = min(config.batch_size, n_normal)
-        return [min(config.ae_batch_size, n_normal), main] if _pretrains(config) else [main]
-    return [min(config.batch_size, n_normal)]  # kdad
-
-
-def budget_steps(config: Any, n_train: int, n_normal: int) -> list[int]:
-    """Optimiser steps of each phase in a real cell of ``n_train`` images at the config's budget."""
-    kind = _kind(config)
-    if kind == "balanced":
-        return [config.epochs * config.steps_per_epoch]
-    if kind == "deepsad":
-        per_epoch = config.steps_per_epoch or math.ceil(n_train / max(min(config.batch_size, n_train), 1))
-        return [config.epochs * per_epoch]
-    if kind == "dsvdd":
-        ae = config.ae_steps_per_epoch or math.ceil(n_normal / min(config.ae_batch_size, n_normal))
-        main = config.steps_per_epoch or math.ceil(n_normal / min(config.batch_size, n_normal))
-        return ([config.ae_epochs * ae] if _pretrains(config) else []) + [config.epochs * main]
-    total = config.epochs * math.ceil(n_normal / config.batch_size)
-    return [min(total, config.max_steps) if config.max_steps > 0 else total]
-
-
-def train_flops_per_image(method: str, config: Any, size: int) -> float | None:
-    """fwd+bwd FLOPs per training image for ResNet-18-trunk methods, else None.
-
-    3 x 2 x 1.82e9 x (size/224)^2 x scales: backward = 2 x forward, 2 FLOPs per multiply-accumulate
-    (the same count as the matmul roofline's 2 n^3), and DevNet/FLOS add the half-size scale
-    (x (1 + 1/4) for n_scales = 2). Head, top-K and loss are negligible.
-    """
-    if getattr(config, "backbone", None) != "resnet18":
-        return None
-    scales = sum(0.25 ** s for s in range(getattr(config, "n_scales", 1)))
-    return 3 * 2 * RESNET18_GMACS_224 * 1e9 * (size / 224) ** 2 * scales
-
-
-# --------------------------------------------------------------------------------------------------
 # the measurements
 
 
@@ -306,7 +223,7 @@ def texture_images(n: int, size: int, seed: int = 0) -> np.ndarray:
 class BenchSettings:
     """What one ``fsad-bench bench`` run measures."""
 
-    methods: list[str] = field(default_factory=lambda: list(Q1_METHODS))
+    methods: list[str] | None = None      # None = the protocol's methods
     budgets: list[str] = field(default_factory=lambda: ["quick"])
     steps: int = 10
     warmup: int = 1
@@ -314,7 +231,7 @@ class BenchSettings:
     eval_images: int = 128
     amp_bf16: bool = False
     channels_last: bool = False
-    reference: list[str] = field(default_factory=lambda: ["devnet"])
+    reference: list[str] | None = None    # None = the measured methods whose detector sets bench_reference
     ref_workers: int | None = None
     ref_file_size: int | None = None
     repeats: int = 1
@@ -338,13 +255,14 @@ class BenchRow:
     eval_img_s: float
     peak_mem_mb: float
     mem_kind: str
-    s_per_step: float
+    s_per_step: float | None              # None: the whole fit was timed (no declared phases)
     cell_min: float | None = None
     train_ratio: float | None = None
     eval_ratio: float | None = None
     roofline: float | str | None = None
     note: str = ""
-    phases: list[dict[str, float]] = field(default_factory=list)
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    train_flops_s: float | None = None    # from the declared FLOPs per image; None = not declared
 
     def table(self) -> dict[str, Any]:
         ratio = "" if self.train_ratio is None else f"{self.train_ratio:.2f}x / {self.eval_ratio:.2f}x"
@@ -354,22 +272,36 @@ class BenchRow:
                 "device": self.device, "img": self.img, "backbone": self.backbone, "batch": self.batch,
                 "bf16/CL": f"{'y' if self.bf16 else 'n'}/{'y' if self.channels_last else 'n'}",
                 "train img/s": self.train_img_s, "eval img/s": self.eval_img_s,
-                "peak MiB": self.peak_mem_mb, "memory": self.mem_kind, "s/step": self.s_per_step,
+                "peak MiB": self.peak_mem_mb, "memory": self.mem_kind,
+                "s/step": "" if self.s_per_step is None else self.s_per_step,
                 "cell min": "" if self.cell_min is None else self.cell_min,
                 "ours/ref train / eval": ratio, "roofline": "" if roof is None else roof}
 
 
-def _detector(method: str, budget_name: str, protocol: str, overrides: dict[str, Any]
-              ) -> tuple[Detector, int]:
-    budget = load_protocol(protocol).budget(budget_name)
-    cls = load_detector(method)
-    params = budget.method_params(method)
-    size = int(params.pop("img_size", budget.img_size))
-    fields = {f.name for f in dataclasses.fields(cls.Config)}
-    if "weights" in fields:
-        params["weights"] = "none"  # speed does not depend on the weights' values (no download here)
-    params.update({k: v for k, v in overrides.items() if k in fields})
-    return cls(cls.config_from_params(params)), size
+SPEED_OPTIONS = ("amp_bf16", "channels_last")
+
+
+class BenchDeclarationError(UserError):
+    """A detector's bench declaration disagrees with what its ``fit`` ran: that method's figures would
+    be wrong, so it gets none (the other methods are still measured and printed)."""
+
+
+def resolve_for_bench(budget: Budget, method: str, amp_bf16: bool = False, channels_last: bool = False
+                      ) -> ResolvedMethod:
+    """The method's configuration at ``budget`` as a run resolves it, with weights ``none`` (speed does
+    not depend on the weights' values, and nothing is downloaded) and bench's speed options for a
+    config that has them."""
+    return resolve_method_config(budget, method, weights="none",
+                                 overrides={"amp_bf16": amp_bf16, "channels_last": channels_last})
+
+
+def has_speed_options(resolved: ResolvedMethod) -> bool:
+    return set(SPEED_OPTIONS) <= set(resolved.params)
+
+
+def declares_reference(cls: type[Detector]) -> bool:
+    """Whether the detector declares that it trains with ``train_balanced`` (``balanced_training``)."""
+    return cls.balanced_training is not Detector.balanced_training
 
 
 def _train_set(size: int, device: str) -> TrainSet:
@@ -387,38 +319,84 @@ def _eval_rate(score: Any, images: np.ndarray, device: str) -> float:
     return len(images) / (time.perf_counter() - t0)
 
 
-def measure_method(method: str, budget_name: str, s: BenchSettings, device: str) -> BenchRow:
+def _per_step(phases: list[BenchPhase]) -> str:
+    return "/".join(f"{p.images_per_step:g}" for p in phases)
+
+
+def measure_method(resolved: ResolvedMethod, budget_name: str, s: BenchSettings, device: str) -> BenchRow:
     """Our pipeline: the detector's real ``fit`` (step counts overridden) and ``score``."""
-    speed = {"amp_bf16": s.amp_bf16, "channels_last": s.channels_last}
-    probe_det, size = _detector(method, budget_name, s.protocol, speed)
-    base = probe_det.config
-    det, _ = _detector(method, budget_name, s.protocol,
-                       {**speed, **step_overrides(base, s.warmup + s.steps, N_NORMAL)})
-    has_speed = {"amp_bf16", "channels_last"} <= {f.name for f in dataclasses.fields(base)}
+    cls, size = resolved.cls, resolved.img_size
+    shape = TrainShape(N_NORMAL + N_ANOMALY, N_NORMAL, size)
+    # the budget's phases in a real cell of the nominal size, for the projected cell time
+    nominal = cls.bench_phases(resolved.config, TrainShape(NOMINAL_TRAIN, NOMINAL_TRAIN - N_ANOMALY, size))
+    if nominal is None:
+        return measure_whole_fit(resolved, budget_name, s, device)
+    timed = resolved.with_params(cls.bench_step_overrides(resolved.config, s.warmup + s.steps, shape))
+    declared = cls.bench_phases(timed.config, shape) or []
+    speed = has_speed_options(resolved)
     train = _train_set(size, device)
     eval_images = texture_images(s.eval_images, size, seed=1)
+    det = timed.detector()
     with MemoryProbe(device) as mem:
         with StepClock(device) as clock:
             det.fit(train)
         eval_rate = _eval_rate(det.score, eval_images, device)
+    ran, name = clock.counts(), resolved.method
+    if ran != [p.steps for p in declared]:
+        raise BenchDeclarationError(f"bench: {name} declares optimiser phases "
+                                    f"{[(p.name, p.steps) for p in declared]} but its fit ran {ran} steps "
+                                    "per optimiser; fix its bench_phases / bench_step_overrides")
+    if [p.name for p in nominal] != [p.name for p in declared]:
+        raise BenchDeclarationError(f"bench: {name} declares phases {[p.name for p in nominal]} at the "
+                                    f"budget but {[p.name for p in declared]} after its bench_step_overrides")
     phases = clock.phases(s.warmup)
-    per_step = images_per_step(base, len(train.images), N_NORMAL)
-    if len(phases) != len(per_step):
-        raise RuntimeError(f"{method}: expected {len(per_step)} optimiser phase(s), timed {len(phases)}")
-    images = sum(n * b for (n, _), b in zip(phases, per_step))
+    if any(n == 0 for n, _ in phases):
+        raise BenchDeclarationError(f"bench: {name} ran {ran} optimiser steps per phase, none left to time "
+                                    f"after {s.warmup} warm-up step(s); its bench_step_overrides must give "
+                                    "every phase more steps")
+    images = [n * p.images_per_step for (n, _), p in zip(phases, declared)]
     seconds = sum(t for _, t in phases)
+    flops = None
+    if all(p.flops_per_image is not None for p in declared):
+        flops = sum(i * p.flops_per_image for i, p in zip(images, declared)) / seconds
     # projected time of a real cell at this budget: its step counts x the measured s/step, + scoring
-    steps = budget_steps(base, NOMINAL_TRAIN, NOMINAL_TRAIN - N_ANOMALY)
-    cell_s = sum(k * t / n for k, (n, t) in zip(steps, phases)) + NOMINAL_TEST / eval_rate
-    return BenchRow(method=method, budget=budget_name, pipeline="ours", device=device, img=size,
-                    backbone=str(getattr(base, "backbone", "-")), batch="/".join(map(str, per_step)),
-                    bf16=s.amp_bf16 and has_speed, channels_last=s.channels_last and has_speed,
-                    train_img_s=images / seconds, eval_img_s=eval_rate, peak_mem_mb=mem.peak_mb,
+    cell_s = sum(p.steps * t / n for p, (n, t) in zip(nominal, phases)) + NOMINAL_TEST / eval_rate
+    return BenchRow(method=resolved.method, budget=budget_name, pipeline="ours", device=device, img=size,
+                    backbone=str(resolved.params.get("backbone", "-")), batch=_per_step(declared),
+                    bf16=s.amp_bf16 and speed, channels_last=s.channels_last and speed,
+                    train_img_s=sum(images) / seconds, eval_img_s=eval_rate, peak_mem_mb=mem.peak_mb,
                     mem_kind=mem.kind, s_per_step=seconds / sum(n for n, _ in phases), cell_min=cell_s / 60,
-                    note="" if has_speed or not (s.amp_bf16 or s.channels_last)
+                    note="" if speed or not (s.amp_bf16 or s.channels_last)
                     else "no bf16/channels_last option",
-                    phases=[{"steps": n, "seconds": t, "images_per_step": b}
-                            for (n, t), b in zip(phases, per_step)])
+                    phases=[{"name": p.name, "steps": n, "seconds": t, "images_per_step": p.images_per_step}
+                            for (n, t), p in zip(phases, declared)],
+                    train_flops_s=flops)
+
+
+WHOLE_FIT_NOTE = ("whole fit: the detector declares no bench_phases; train img/s = training images / "
+                  "seconds of its whole fit at the budget's settings (set-up included); no s/step, "
+                  "no cell min")
+
+
+def measure_whole_fit(resolved: ResolvedMethod, budget_name: str, s: BenchSettings, device: str) -> BenchRow:
+    """A detector without a bench declaration: its whole ``fit`` at the budget's settings, timed."""
+    speed = has_speed_options(resolved)
+    train = _train_set(resolved.img_size, device)
+    eval_images = texture_images(s.eval_images, resolved.img_size, seed=1)
+    det = resolved.detector()
+    with MemoryProbe(device) as mem:
+        _sync(device)
+        t0 = time.perf_counter()
+        det.fit(train)
+        _sync(device)
+        fit_s = time.perf_counter() - t0
+        eval_rate = _eval_rate(det.score, eval_images, device)
+    return BenchRow(method=resolved.method, budget=budget_name, pipeline="ours (whole fit)", device=device,
+                    img=resolved.img_size, backbone=str(resolved.params.get("backbone", "-")), batch="-",
+                    bf16=s.amp_bf16 and speed, channels_last=s.channels_last and speed,
+                    train_img_s=len(train.images) / fit_s, eval_img_s=eval_rate, peak_mem_mb=mem.peak_mb,
+                    mem_kind=mem.kind, s_per_step=None, note=WHOLE_FIT_NOTE,
+                    phases=[{"name": "whole fit", "seconds": fit_s, "images": len(train.images)}])
 
 
 # ------------------------------------------------------------------ the authors'-style reference
@@ -465,13 +443,17 @@ def default_ref_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def reference_throughput(method: str, budget_name: str, s: BenchSettings, device: str,
+def reference_throughput(resolved: ResolvedMethod, budget_name: str, s: BenchSettings, device: str,
                          folder: Path) -> BenchRow:
-    """The authors'-style pipeline for a DevNet-loop method at its budget's settings (fp32, NCHW)."""
-    det, size = _detector(method, budget_name, s.protocol, {})
-    c = det.config
-    if _kind(c) != "balanced" or not hasattr(det, "build_network") or not hasattr(det, "loss"):
-        raise UserError(f"no reference pipeline for {method}: it is defined for DevNet's training loop")
+    """The authors'-style pipeline for a detector that declares ``balanced_training`` (``train_balanced``)
+    at its budget's settings (fp32, NCHW): the same network, loss and schedule ``fit`` trains."""
+    size = resolved.img_size
+    seed_everything(0)
+    parts = resolved.detector().balanced_training(device, seed=0)
+    if parts is None:
+        raise BenchDeclarationError(f"no reference pipeline for {resolved.method}: its balanced_training "
+                                    "returned None (the reference trains what train_balanced trains)")
+    c = parts.schedule
     workers = s.ref_workers if s.ref_workers is not None else default_ref_workers()
     file_size = s.ref_file_size or size
     train = _train_set(file_size, "cpu")
@@ -484,27 +466,23 @@ def reference_throughput(method: str, budget_name: str, s: BenchSettings, device
         eval_files.append(str(folder / f"test{i:04d}.png"))
         Image.fromarray(img).save(eval_files[-1])
 
-    torch.manual_seed(0)
-    det.device = device
-    net = det.build_network().to(device)
-    det._ref_gen = torch.Generator(device=device).manual_seed(1)
-    opt = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+    model = parts.model
+    opt = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     lr_sched = torch.optim.lr_scheduler.StepLR(opt, step_size=c.lr_step_epochs, gamma=c.lr_gamma)
     cuda = device.startswith("cuda")
     loader = torch.utils.data.DataLoader(
         FileDataset(files, train.labels, size, c.rotation), num_workers=workers, pin_memory=cuda,
         batch_sampler=BalancedEpochSampler(train.labels, c.batch_size, c.steps_per_epoch))
-    output = getattr(net, "training_output", net)
 
     def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        loss = det.loss(output(x.to(device, non_blocking=True)), y.to(device))
+        loss = parts.loss(model(x.to(device, non_blocking=True)), y.to(device))
         opt.zero_grad()
         loss.backward()
-        nn.utils.clip_grad_norm_(net.parameters(), c.grad_clip)
+        nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
         opt.step()
         loss.item()
 
-    net.train()
+    model.train()
     with MemoryProbe(device) as mem:
         done = 0
         for x, y in loader:  # warm-up steps, on their own iterator (its worker start is not timed)
@@ -535,10 +513,10 @@ def reference_throughput(method: str, budget_name: str, s: BenchSettings, device
         epoch_s = float(np.median(first)) + (c.steps_per_epoch - 1) * steady_s
         step_s = epoch_s / c.steps_per_epoch
 
-        net.eval()
+        net = parts.network.eval()
         eval_loader = torch.utils.data.DataLoader(
             FileDataset(eval_files, np.zeros(len(eval_files), int), size, 0.0),
-            batch_size=c.eval_batch_size, shuffle=False, num_workers=workers, pin_memory=cuda)
+            batch_size=parts.eval_batch_size, shuffle=False, num_workers=workers, pin_memory=cuda)
         with torch.no_grad():
             net(torch.zeros(2, 3, size, size, device=device))  # warm-up of the model, not the loader
             _sync(device)
@@ -547,9 +525,10 @@ def reference_throughput(method: str, budget_name: str, s: BenchSettings, device
                 net(x.to(device, non_blocking=True)).float().cpu()
             _sync(device)
             eval_s = time.perf_counter() - t0
-    return BenchRow(method=method, budget=budget_name, pipeline=f"reference ({workers} workers)",
-                    device=device, img=size, backbone=str(c.backbone), batch=str(c.batch_size), bf16=False,
-                    channels_last=False, train_img_s=c.batch_size / step_s,
+    return BenchRow(method=resolved.method, budget=budget_name, pipeline=f"reference ({workers} workers)",
+                    device=device, img=size, backbone=str(resolved.params.get("backbone", "-")),
+                    batch=str(c.batch_size), bf16=False, channels_last=False,
+                    train_img_s=c.batch_size / step_s,
                     eval_img_s=len(eval_files) / eval_s, peak_mem_mb=mem.peak_mb,
                     mem_kind=mem.kind + (" (main process)" if not cuda else ""), s_per_step=step_s,
                     note=f"reference: PNG files of {file_size} px",
@@ -593,12 +572,13 @@ def peak_flops(device: str, dtype: str) -> tuple[float, str]:
         raise
 
 
-def project_table2_hours(rows: list[BenchRow]) -> tuple[float, list[str]]:
-    """GPU-hours of Table 2 (23 categories x 6 methods x 3 seeds) from the paper-budget rows."""
+def project_table2_hours(rows: list[BenchRow], methods: list[str], n_seeds: int) -> tuple[float, list[str]]:
+    """GPU-hours of Table 2 (23 categories x the methods x the seeds) from the paper-budget rows, and
+    the methods without a projected cell (not measured, or timed as a whole fit)."""
     cell = {r.method: r.cell_min for r in rows if r.pipeline == "ours" and r.budget == "paper"}
-    missing = [m for m in Q1_METHODS if m not in cell]
-    minutes = sum(cell.get(m) or 0.0 for m in Q1_METHODS)
-    return minutes * TABLE2_CATEGORIES * TABLE2_SEEDS / 60, missing
+    missing = [m for m in methods if cell.get(m) is None]
+    minutes = sum(cell.get(m) or 0.0 for m in methods)
+    return minutes * TABLE2_CATEGORIES * n_seeds / 60, missing
 
 
 # ------------------------------------------------------------------------------ the command
@@ -612,50 +592,88 @@ def _median_row(rows: list[BenchRow]) -> BenchRow:
                                peak_mem_mb=max(r.peak_mem_mb for r in rows))
 
 
-def bench_rows(s: BenchSettings, device: str) -> list[BenchRow]:
+@dataclass
+class BenchPlan:
+    """Everything a bench run measures, resolved and validated before the first measurement (a bad
+    method, budget or hyper-parameter stops the run before anything is timed)."""
+
+    spec: ProtocolSpec
+    methods: list[str]
+    budgets: list[Budget]                               # resolved once for the run
+    ours: dict[tuple[str, str], ResolvedMethod]         # (budget, method) -> with bench's speed options
+    reference: dict[tuple[str, str], ResolvedMethod]    # (budget, method) -> fp32 NCHW, for the reference
+    errors: list[str] = field(default_factory=list)     # methods refused for a wrong bench declaration
+
+
+def plan_bench(s: BenchSettings) -> BenchPlan:
+    spec = load_protocol(s.protocol)
+    if not s.budgets:
+        raise UserError("bench needs at least one budget (--budgets quick,paper)")
+    methods = list(s.methods or spec.methods)
+    budgets = [spec.budget(b) for b in s.budgets]
+    ours = {(b.name, m): resolve_for_bench(b, m, s.amp_bf16, s.channels_last)
+            for b in budgets for m in methods}
+    classes = {m: ours[budgets[0].name, m].cls for m in methods}
+    reference = [m for m in methods if classes[m].bench_reference] if s.reference is None else s.reference
+    for m in reference:
+        if m not in methods:
+            raise UserError(f"--reference {m}: not among the measured --methods")
+        if not declares_reference(classes[m]):
+            raise UserError(f"--reference {m}: no reference pipeline for it; its detector declares no "
+                            "balanced_training (the reference trains what train_balanced trains)")
+    return BenchPlan(spec, methods, budgets, ours,
+                     {(b.name, m): resolve_for_bench(b, m) for b in budgets for m in reference})
+
+
+def bench_rows(s: BenchSettings, device: str, plan: BenchPlan | None = None) -> list[BenchRow]:
+    plan = plan or plan_bench(s)
     rows: list[BenchRow] = []
     cuda = device.startswith("cuda")
     peaks: dict[str, tuple[float, str]] = {}
-    for budget in s.budgets:
-        for method in s.methods:
+    for budget in plan.budgets:
+        for method in plan.methods:
+            key = (budget.name, method)
             # ours and the reference alternate within each repeat and the ratio is the median of the
             # per-repeat ratios: on a shared machine the speed drifts between minutes, and timing
             # all of one pipeline and then all of the other would put the drift into the ratio
             pairs = []
-            with tempfile.TemporaryDirectory() as tmp:
-                for _ in range(s.repeats):
-                    mine = measure_method(method, budget, s, device)
-                    theirs = (reference_throughput(method, budget, s, device, Path(tmp))
-                              if method in s.reference else None)
-                    pairs.append((mine, theirs))
+            try:
+                with tempfile.TemporaryDirectory() as tmp:
+                    for _ in range(s.repeats):
+                        mine = measure_method(plan.ours[key], budget.name, s, device)
+                        theirs = (reference_throughput(plan.reference[key], budget.name, s, device, Path(tmp))
+                                  if key in plan.reference else None)
+                        pairs.append((mine, theirs))
+            except BenchDeclarationError as exc:
+                print(f"  not measured: {exc}", file=sys.stderr)
+                plan.errors.append(str(exc))
+                continue
             ours = _median_row([m for m, _ in pairs])
             if cuda:
-                det, size = _detector(method, budget, s.protocol, {})
-                flops = train_flops_per_image(method, det.config, size)
                 dtype = "bf16" if ours.bf16 else "tf32"
-                if flops is not None:
+                if ours.train_flops_s is not None:
                     peaks.setdefault(dtype, peak_flops(device, dtype))
-                    ours.roofline = ours.train_img_s * flops / peaks[dtype][0]
+                    ours.roofline = ours.train_flops_s / peaks[dtype][0]
                     ours.note = (ours.note + f" roofline: {peaks[dtype][1]}").strip()
                 else:
-                    ours.roofline = "n/a (not ResNet-18)"
+                    ours.roofline = "n/a (FLOPs not declared)"
             else:
                 ours.roofline = NA_CPU
             rows.append(ours)
-            if method in s.reference:
+            if key in plan.reference:
                 ref = _median_row([r for _, r in pairs])
                 ours.train_ratio = float(np.median([m.train_img_s / r.train_img_s for m, r in pairs]))
                 ours.eval_ratio = float(np.median([m.eval_img_s / r.eval_img_s for m, r in pairs]))
                 rows.append(ref)
-            print(f"  measured {method} @ {budget}: {ours.train_img_s:.1f} train img/s", file=sys.stderr)
+            print(f"  measured {method} @ {budget.name}: {ours.train_img_s:.1f} train img/s", file=sys.stderr)
     return rows
 
 
-def time_default_grid() -> float:
-    """Wall time of 'fsad-bench run --protocol q1 --methods all' into a fresh folder."""
+def time_default_grid(protocol: str) -> float:
+    """Wall time of 'fsad-bench run --protocol PROTOCOL --methods all' into a fresh folder."""
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "fsad_bench.cli", "run", "--protocol", "q1",
+        proc = subprocess.run([sys.executable, "-m", "fsad_bench.cli", "run", "--protocol", protocol,
                                "--methods", "all", "--out", out, "--no-progress"])
         wall = time.perf_counter() - t0
         subprocess.run([sys.executable, "-m", "fsad_bench.cli", "report", out])
@@ -664,45 +682,53 @@ def time_default_grid() -> float:
     return wall
 
 
+#: Why bench refuses --amp-bf16 off CUDA: oneDNN's bfloat16 convolutions returned NaN for finite inputs
+#: on our CPU (torch 2.14.1, Xeon with AMX) in a quarter of seeded fits of the paper's method.
+CPU_BF16 = ("bf16 autocast is benchmarked on CUDA only: on CPUs oneDNN's bfloat16 convolutions gave NaN for "
+            "finite inputs in our tests; drop --amp-bf16 (--channels-last is fine on a CPU)")
+
+
 def run_bench(s: BenchSettings, grid: bool = False, json_path: Path | None = None) -> list[BenchRow]:
     """Measure, print the table (and the GPU projections on CUDA), optionally write JSON."""
     device = resolve_bench_device(s.device)
     if s.steps < 1 or s.warmup < 0 or s.repeats < 1 or s.eval_images < 1:
         raise UserError("bench needs --steps >= 1, --warmup >= 0, --repeats >= 1, --eval-images >= 1")
-    for m in s.reference:
-        if m not in s.methods:
-            raise UserError(f"--reference {m}: not among the measured --methods")
     if s.amp_bf16 and not device.startswith("cuda"):
-        from fsad_bench.models.devnet import CPU_BF16_REFUSED
-        raise UserError(f"--amp-bf16 on {device}: {CPU_BF16_REFUSED}")
+        raise UserError(f"--amp-bf16 on {device}: {CPU_BF16}")
+    plan = plan_bench(s)
     hw = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"{os.cpu_count()} CPUs"
     header = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device} ({hw}); "
               f"{s.steps} timed steps after {s.warmup} warm-up, {s.eval_images} eval images, "
               f"median of {s.repeats} repeat(s)")
     print(header)
-    rows = bench_rows(s, device)
+    rows = bench_rows(s, device, plan)
     print(tabulate([r.table() for r in rows], headers="keys", floatfmt=".2f", tablefmt="github"))
     notes = sorted({r.note for r in rows if r.note})
     for n in notes:
         print(f"note: {n}")
     extra: dict[str, Any] = {}
     if device.startswith("cuda"):
-        hours, missing = project_table2_hours(rows)
+        n_seeds = len(plan.spec.seeds)
+        hours, missing = project_table2_hours(rows, plan.spec.methods, n_seeds)
         if "paper" in s.budgets:
             extra["table2_gpu_hours"] = hours
             extra["table2_missing_methods"] = missing
             print(f"projected Table 2 at the paper budget ({TABLE2_CATEGORIES} categories x "
-                  f"{len(Q1_METHODS)} methods x {TABLE2_SEEDS} seeds, {NOMINAL_TRAIN} train / "
+                  f"{len(plan.spec.methods)} methods x {n_seeds} seeds, {NOMINAL_TRAIN} train / "
                   f"{NOMINAL_TEST} test images per cell): {hours:.2f} GPU-hours"
-                  + (f" (without {', '.join(missing)}: not measured)" if missing else ""))
+                  + (f" (without {', '.join(missing)}: no projected cell)" if missing else ""))
         else:
             print("projected Table 2 GPU-hours: measure --budgets paper")
     else:
         print(f"roofline fraction and Table 2 GPU-hours: {NA_CPU}")
     if grid:
-        extra["default_grid_s"] = time_default_grid()
+        extra["default_grid_s"] = time_default_grid(s.protocol)
         print(f"default grid wall time: {extra['default_grid_s']:.1f} s")
     if json_path is not None:
         json_path.write_text(json.dumps({"header": header, "settings": dataclasses.asdict(s), **extra,
-                                         "rows": [dataclasses.asdict(r) for r in rows]}, indent=1))
+                                         "rows": [dataclasses.asdict(r) for r in rows],
+                                         "errors": plan.errors}, indent=1))
+    if plan.errors:
+        raise BenchDeclarationError(f"{len(plan.errors)} method(s) not measured (the others are printed "
+                                    f"above), first: {plan.errors[0]}")
     return rows

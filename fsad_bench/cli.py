@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="training/evaluation throughput and memory per method, vs the "
                        "authors'-style pipeline; the default grid's wall time")
     b.add_argument("--methods", type=_csv_list, default=None,
-                   help="comma-separated (default: q1's kdad,dsvdd,deepsad,flos,minns,devnet)")
+                   help="comma-separated names or package.module:Class paths (default: the protocol's)")
+    b.add_argument("--protocol", default="q1",
+                   help="whose budget tables and default methods (packaged name or .toml path)")
     b.add_argument("--budgets", type=_csv_list, default=["quick"], help="e.g. quick,paper")
     b.add_argument("--steps", type=int, default=10, help="timed training steps per phase")
     b.add_argument("--warmup", type=int, default=1, help="untimed training steps first")
@@ -111,14 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--channels-last", action="store_true", help="channels_last (methods with the option)")
     b.add_argument("--reference", type=_csv_list, default=None,
                    help="methods also timed with the authors'-style PIL/DataLoader pipeline "
-                   "(DevNet-loop methods; default devnet when measured; 'none' for none)")
+                   "(detectors trained by train_balanced; default: those whose detector asks "
+                   "for it; 'none' for none)")
     b.add_argument("--ref-workers", type=int, default=None,
                    help="reference DataLoader workers (default min(4, CPU count))")
     b.add_argument("--ref-file-size", type=int, default=None,
                    help="side of the reference's PNG files (default: the training size)")
     b.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     b.add_argument("--grid", action="store_true",
-                   help="also time 'fsad-bench run --protocol q1 --methods all' in a temporary folder")
+                   help="also time 'fsad-bench run --protocol P --methods all' in a temporary folder")
     add_data_parser(sub)
     return p
 
@@ -249,19 +252,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from fsad_bench.bench import Q1_METHODS, BenchSettings, run_bench
+    from fsad_bench.bench import BenchSettings, run_bench
 
-    methods = args.methods or list(Q1_METHODS)
-    if args.reference is None:
-        reference = [m for m in ["devnet"] if m in methods]
-    else:
-        reference = [] if args.reference == ["none"] else args.reference
-    settings = BenchSettings(methods=methods, budgets=args.budgets, steps=args.steps, warmup=args.warmup,
+    reference = None if args.reference is None else [] if args.reference == ["none"] else args.reference
+    settings = BenchSettings(methods=args.methods, budgets=args.budgets, steps=args.steps, warmup=args.warmup,
                              device=args.device, eval_images=args.eval_images, amp_bf16=args.amp_bf16,
-                             channels_last=args.channels_last,
-                             reference=reference,
+                             channels_last=args.channels_last, reference=reference,
                              ref_workers=args.ref_workers, ref_file_size=args.ref_file_size,
-                             repeats=args.repeats)
+                             repeats=args.repeats, protocol=args.protocol)
     run_bench(settings, args.grid, args.json)
     return 0
 

@@ -12,9 +12,9 @@ from conftest import separable_set
 
 from fsad_baselines.flos import FLOS
 from fsad_bench.detectors.base import Detector, TrainSet
+from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import UserError
 from fsad_bench.models.ablation import (
-    ABLATION_METHODS,
     DevNetAlexNet,
     DevNetDS,
     DevNetPatchDS,
@@ -31,6 +31,7 @@ from fsad_bench.models.devnet import (
     rep_deviation_loss,
 )
 from fsad_bench.models.mil import topk_mil
+from fsad_bench.testing import check_detector
 
 NARROW = "resnet18_w16"  # 8 * 16 = 128 feature channels
 
@@ -161,7 +162,7 @@ def test_backbone_variants_forward():
 ])
 def test_named_methods(cls, name, variant, backbone):
     assert issubclass(cls, DevNet) and issubclass(cls, Detector)
-    assert cls.name == name and ABLATION_METHODS[name] is cls
+    assert cls.name == name and load_detector(name) is cls  # registered under its name
     det = cls()
     assert (det.config.variant, det.config.backbone) == (variant, backbone)
     assert cls.required_weights(det.config) == [backbone]
@@ -199,3 +200,10 @@ def test_flos_rejects_variants_and_keeps_working():
              batch_size=4).fit(TrainSet(x, y))
     det = FLOS(backbone=NARROW, weights="none", epochs=1, steps_per_epoch=2, batch_size=4).fit(TrainSet(x, y))
     assert det.score(x).shape == (10,)
+
+
+def test_an_ablation_variant_passes_the_conformance_checks():
+    smoke = dict(backbone=NARROW, weights="none", epochs=1, steps_per_epoch=2, batch_size=8,
+                 bn_recalibration=True)  # the smoke budget's settings
+    report = check_detector(DevNetRep, smoke)
+    assert {"auc", "deterministic", "explain", "bench_phases"} <= set(report.passed)

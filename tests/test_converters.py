@@ -5,6 +5,7 @@ masks are exactly right, a second prepare changes nothing, and ``verify`` catche
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -14,11 +15,22 @@ from PIL import Image
 
 from fsad_bench.data.cli_data import add_data_parser, cmd_data
 from fsad_bench.data.converters import CONVERTERS, prepare
-from fsad_bench.data.converters.common import split_normals, tree_digest
+from fsad_bench.data.converters.common import split_normals
 from fsad_bench.data.layout import scan_category
 from fsad_bench.errors import DataError, UserError
 
 RNG = np.random.default_rng(0)
+
+
+def tree_digest(folder: Path) -> str:
+    """sha256 over every file's relative path and bytes: a second prepare must change nothing."""
+    h = hashlib.sha256()
+    folder = Path(folder)
+    for p in sorted(folder.rglob("*"), key=lambda q: q.relative_to(folder).as_posix()):
+        if p.is_file():
+            h.update(p.relative_to(folder).as_posix().encode() + b"\0")
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
 
 
 def data_cli(*argv: str) -> int:

@@ -14,6 +14,7 @@ from fsad_baselines.deepsad_loss import deepsad_loss, deepsad_sample_losses, sem
 from fsad_baselines.svdd_common import squared_distance
 from fsad_bench.detectors.base import TrainSet
 from fsad_bench.errors import UserError
+from fsad_bench.testing import check_detector
 
 # Random init (no download) and a few steps: seconds on a CPU.
 TINY = dict(weights="none", epochs=2, batch_size=24, lr_milestones=(), bn_recalibration=True)
@@ -98,3 +99,10 @@ def test_labelled_anomalies_end_far_from_the_centre_and_fit_is_deterministic():
     assert dist[labels == 1].min() > np.median(dist[labels == 0])
     again = DeepSAD(**cfg).fit(TrainSet(train, labels, seed=3))
     np.testing.assert_array_equal(det.score(train), again.score(train))
+
+
+def test_deepsad_passes_the_conformance_checks():
+    smoke = dict(backbone="resnet18_w16", weights="none", epochs=1, steps_per_epoch=2, batch_size=8,
+                 lr_milestones=[], bn_recalibration=True)  # the smoke budget's settings
+    report = check_detector(DeepSAD, smoke)
+    assert {"auc", "deterministic", "bench_phases"} <= set(report.passed)

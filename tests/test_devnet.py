@@ -15,6 +15,7 @@ from fsad_bench.models.deviation_loss import deviation_loss
 from fsad_bench.models.devnet import DevNet, DevNetNetwork
 from fsad_bench.models.mil import topk_count, topk_mil
 from fsad_bench.models.training import BalancedBatches, random_rotation
+from fsad_bench.testing import check_detector
 
 
 def test_deviation_loss_hand_computed():
@@ -99,3 +100,13 @@ def test_devnet_is_reproducible():
     s1 = DevNet(**kw).fit(TrainSet(x_train, y_train, seed=3)).score(x_train)
     s2 = DevNet(**kw).fit(TrainSet(x_train, y_train, seed=3)).score(x_train)
     np.testing.assert_allclose(s1, s2, rtol=1e-5)
+
+
+#: the smoke budget's settings (protocols/q1.toml)
+SMOKE = dict(backbone="resnet18_w16", weights="none", epochs=1, steps_per_epoch=2, batch_size=8,
+             bn_recalibration=True)
+
+
+def test_devnet_passes_the_conformance_checks():
+    report = check_detector(DevNet, SMOKE)
+    assert {"auc", "deterministic", "explain", "bench_phases"} <= set(report.passed)

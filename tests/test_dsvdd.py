@@ -22,6 +22,7 @@ from fsad_baselines.svdd_common import initial_centre, parse_milestones, push_aw
 from fsad_bench.detectors.base import TrainSet
 from fsad_bench.errors import UserError
 from fsad_bench.models.training import chunks, recalibrate_batchnorm
+from fsad_bench.testing import check_detector
 
 # A few steps of every phase: seconds on a CPU.
 TINY = dict(epochs=2, ae_epochs=2, batch_size=20, ae_batch_size=20, lr_milestones=(), ae_lr_milestones=(),
@@ -171,3 +172,12 @@ def test_soft_boundary_objective_sets_a_radius_after_warm_up():
     dist = squared_distance(det.embed(test), det.c).numpy()
     np.testing.assert_allclose(det.score(test), dist - det.radius ** 2, rtol=1e-5)
     assert roc_auc_score(test_labels, det.score(test)) > 0.8
+
+
+def test_dsvdd_passes_the_conformance_checks():
+    smoke = dict(ae_epochs=1, ae_steps_per_epoch=1, ae_batch_size=8, epochs=1, steps_per_epoch=2,
+                 batch_size=8, lr_milestones=[], ae_lr_milestones=[],
+                 bn_recalibration=True)  # the smoke budget's settings
+    # one-class at three steps: no AUC asked, every contract check (and the two phases' step counts) is
+    report = check_detector(DeepSVDD, smoke, min_auc=None)
+    assert {"one_class_ignores_anomalies", "bench_phases", "deterministic"} <= set(report.passed)

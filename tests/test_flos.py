@@ -17,6 +17,7 @@ from fsad_bench.errors import UserError
 from fsad_bench.metrics import image_metrics
 from fsad_bench.models.devnet import DevNetConfig
 from fsad_bench.models.training import Schedule
+from fsad_bench.testing import check_detector
 
 # ----------------------------------------------------------------------------------------------
 # focal loss
@@ -155,3 +156,11 @@ def test_seeded_fit_is_reproducible():
     a = FLOS(cfg).fit(TrainSet(x, y, seed=3)).score(x)
     b = FLOS(cfg).fit(TrainSet(x, y, seed=3)).score(x)
     assert np.array_equal(a, b)
+
+
+def test_flos_passes_the_conformance_checks():
+    # the smoke budget's settings with 6 steps at lr 1e-3: 2 steps do not separate the tiny set
+    params = dict(backbone="resnet18_w16", weights="none", epochs=1, steps_per_epoch=6, batch_size=8, lr=1e-3,
+                  bn_recalibration=True)
+    report = check_detector(FLOS, params)
+    assert {"auc", "deterministic", "explain", "bench_phases"} <= set(report.passed)

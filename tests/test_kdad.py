@@ -19,6 +19,7 @@ from fsad_baselines.kdad_loss import (
 )
 from fsad_bench.detectors.base import TrainSet
 from fsad_bench.errors import UserError
+from fsad_bench.testing import check_detector
 
 
 # ----------------------------------------------------------------------------- loss (hand-computed)
@@ -165,3 +166,11 @@ def test_max_steps_caps_training() -> None:
     train, _, _ = tiny_set(0, n_normal=16, n_test=2)
     det = KDAD(weights="none", epochs=50, batch_size=8, max_steps=3).fit(train)
     assert det.info["steps"] == 3 and det.info["epochs_run"] == 1.5
+
+
+def test_kdad_passes_the_conformance_checks() -> None:
+    smoke = dict(weights="none", epochs=1, batch_size=8, max_steps=2, input_norm="imagenet",
+                 teacher_bf16=True)  # the smoke budget's settings
+    # one-class at two steps: no AUC asked, every contract check is
+    report = check_detector(KDAD, smoke, min_auc=None, n_test=6)
+    assert {"one_class_ignores_anomalies", "bench_phases", "explain"} <= set(report.passed)

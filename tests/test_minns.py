@@ -23,6 +23,7 @@ from fsad_bench.detectors.base import TrainSet
 from fsad_bench.errors import UserError
 from fsad_bench.metrics import image_metrics
 from fsad_bench.models.training import Schedule
+from fsad_bench.testing import check_detector
 
 # one bag (B = 1) of three instances (N = 3) with two features (D = 2)
 BAG = torch.tensor([[[1.0, 0.0], [-2.0, 4.0], [3.0, 1.0]]])
@@ -173,3 +174,11 @@ def test_seeded_fit_is_reproducible():
     a = MINNS(cfg).fit(TrainSet(x, y, seed=3)).score(x)
     b = MINNS(cfg).fit(TrainSet(x, y, seed=3)).score(x)
     assert np.array_equal(a, b)
+
+
+def test_minns_passes_the_conformance_checks():
+    # the smoke budget's settings with 6 steps at lr 1e-3: 2 steps do not separate the tiny set
+    params = dict(backbone="resnet18_w16", weights="none", epochs=1, steps_per_epoch=6, batch_size=8, lr=1e-3,
+                  bn_recalibration=True)
+    report = check_detector(MINNS, params)
+    assert {"auc", "deterministic", "explain", "bench_phases"} <= set(report.passed)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fsad_bench.detectors.registry import available_detectors
+from fsad_bench.testing import check_detector
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "fsad_plugin_example"
 
@@ -54,3 +55,10 @@ def test_broken_plugin_warns_and_others_still_work(example_site, tmp_path, monke
     with pytest.warns(RuntimeWarning, match="'broken'.*failed to load"):
         found = available_detectors()
     assert "broken" not in found and "devnet" in found and "patchcolour" in found
+
+
+def test_example_plugin_passes_the_conformance_checks(example_site):
+    from fsad_plugin_example.detector import PatchColour
+
+    report = check_detector(PatchColour, {"grid": 4})
+    assert {"auc", "one_class_ignores_anomalies", "deterministic"} <= set(report.passed)

@@ -22,7 +22,6 @@ from fsad_bench.models.saliency import (
     gradient_saliency,
     guided_relus,
     postprocess_saliency,
-    scaled_sigma,
 )
 
 SIZE = 32
@@ -93,10 +92,6 @@ def test_postprocess_degenerate_maps_stay_finite():
     spike[3, 3] = 5.0  # p99 == min: the limit of the clipped ratio, 1 at the spike
     out = postprocess_saliency(spike, sigma=0)
     assert out[3, 3] == 1.0 and out.sum() == 1.0
-
-
-def test_scaled_sigma():
-    assert scaled_sigma(448) == 4.0 and scaled_sigma(224) == 2.0 and scaled_sigma(64, 2.0, 32) == 4.0
 
 
 def test_explain_images_empty_and_shape():

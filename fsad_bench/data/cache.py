@@ -81,14 +81,13 @@ def data_fingerprint(index: CategoryIndex) -> str:
     return hashlib.sha256(f"{digest}|{decoder_identity()}".encode()).hexdigest()[:24]
 
 
-def load_category(index: CategoryIndex, size: int, dataset: str, category: str,
-                  use_cache: bool = True) -> DecodedCategory:
+def load_category(index: CategoryIndex, size: int, dataset: str, category: str) -> DecodedCategory:
     """All images and masks of a category at ``size``, from the cache or decoded once into it."""
     folder = cache_dir() / "decoded" / dataset / category / str(size)
     fingerprint = data_fingerprint(index)
     key = hashlib.sha256(f"v3|{size}|{fingerprint}".encode()).hexdigest()[:20]
     img_file, mask_file = folder / f"{key}-images.npy", folder / f"{key}-masks.npy"
-    if use_cache and img_file.exists() and mask_file.exists():
+    if img_file.exists() and mask_file.exists():
         return DecodedCategory(index, np.load(img_file), np.load(mask_file), fingerprint)
     workers = min(8, (os.cpu_count() or 1) * 2)
     with ThreadPoolExecutor(workers) as pool:
@@ -97,8 +96,7 @@ def load_category(index: CategoryIndex, size: int, dataset: str, category: str,
     for i, rel in enumerate(index.masks):
         if rel is not None:
             masks[i] = decode_mask(index.root / rel, size)
-    if use_cache:
-        _save_cached(folder, ((img_file, images), (mask_file, masks)))
+    _save_cached(folder, ((img_file, images), (mask_file, masks)))
     return DecodedCategory(index, images, masks, fingerprint)
 
 

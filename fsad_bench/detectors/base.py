@@ -14,11 +14,14 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from fsad_bench.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported only where a detector trains
+    from fsad_bench.models.training import BalancedTraining
 
 
 @dataclass
@@ -47,6 +50,36 @@ class TrainSet:
     @property
     def n_anomaly(self) -> int:
         return int(self.labels.sum())
+
+
+@dataclass(frozen=True)
+class TrainShape:
+    """The size of a training set, as :meth:`Detector.bench_phases` needs it (no images)."""
+
+    n_images: int
+    n_normal: int
+    img_size: int
+
+    @property
+    def n_anomaly(self) -> int:
+        return self.n_images - self.n_normal
+
+
+@dataclass(frozen=True)
+class BenchPhase:
+    """One optimiser phase of ``fit``, as ``fsad-bench bench`` times it.
+
+    name:            what the phase trains (e.g. ``"autoencoder"``), shown in the JSON rows.
+    steps:           optimiser steps (``optimizer.step()`` calls) the phase runs in a fit of the
+                     described config on the described training set.
+    images_per_step: training images through one optimiser step (mean over the phase's steps).
+    flops_per_image: forward + backward FLOPs per training image, for the GPU roofline; None = unknown.
+    """
+
+    name: str
+    steps: int
+    images_per_step: float
+    flops_per_image: float | None = None
 
 
 @dataclass
@@ -113,6 +146,38 @@ class Detector(ABC):
             return [config.backbone]
         return []
 
+    # -- what ``fsad-bench bench`` needs (optional; the defaults work for any detector) ----------------
+
+    #: True: ``bench`` also times this method through the authors'-style PIL/DataLoader reference
+    #: pipeline unless ``--reference`` says otherwise (needs :meth:`balanced_training`).
+    bench_reference: ClassVar[bool] = False
+
+    @classmethod
+    def bench_phases(cls, config: Any, shape: TrainShape) -> list[BenchPhase] | None:
+        """The optimiser phases, in the order they run, of ``fit`` with ``config`` on a training set of
+        ``shape``; each with its step count and images per step.
+
+        ``bench`` counts every ``optimizer.step()`` during ``fit`` (torch's global step hook) and refuses
+        a declaration whose phases or step counts differ from what ran. Default None (not declared):
+        ``bench`` times the whole ``fit`` at the budget's settings and reports training images per
+        second of fit, set-up included, with no per-step figures.
+        """
+        return None
+
+    @classmethod
+    def bench_step_overrides(cls, config: Any, n_steps: int, shape: TrainShape) -> dict[str, Any]:
+        """Hyper-parameter changes after which every phase of ``fit`` runs about ``n_steps`` optimiser
+        steps (``bench`` times a few steps, not a whole budget); the exact counts are whatever
+        :meth:`bench_phases` gives for the changed config. Default: none."""
+        return {}
+
+    def balanced_training(self, device: str, seed: int) -> BalancedTraining | None:
+        """For detectors trained by :func:`fsad_bench.models.training.train_balanced` (DevNet's loop):
+        a freshly built network on ``device`` with its loss and schedule, as ``fit`` would train them
+        with ``seed``. ``bench``'s authors'-style reference pipeline trains exactly these. Default None:
+        no reference pipeline for this detector."""
+        return None
+
     @abstractmethod
     def fit(self, train: TrainSet) -> Detector:
         """Learn from normals (+ labelled anomalies); returns self."""
@@ -158,4 +223,4 @@ def _coerce(key: str, raw: Any, f: dataclasses.Field) -> Any:
     return raw
 
 
-__all__ = ["Detector", "TrainSet", "NoParams", "field"]
+__all__ = ["BenchPhase", "Detector", "NoParams", "TrainSet", "TrainShape", "field"]

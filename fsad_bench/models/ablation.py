@@ -100,7 +100,3 @@ class DevNetResNet50(DevNet):
     paper_column = "ResNet-50+DS"
     Config = DevNetResNet50Config
 
-
-ABLATION_METHODS: dict[str, type[DevNet]] = {
-    cls.name: cls for cls in (DevNetRep, DevNetDS, DevNetPatchDS, DevNetAlexNet, DevNetResNet50)
-}

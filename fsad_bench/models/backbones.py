@@ -28,6 +28,23 @@ _ARCHS = {
 }
 
 
+#: ResNet-18 forward at 224 px: 1.82 G multiply-accumulates (torchvision's "GFLOPS" figure).
+RESNET18_GMACS_224 = 1.82
+
+
+def train_flops_per_image(arch: str, img_size: int, n_scales: int = 1) -> float | None:
+    """Forward + backward FLOPs of one training image through a ResNet-18 trunk, else None (unknown).
+
+    3 x 2 x 1.82e9 x (size/224)^2 x scales: backward = 2 x forward, 2 FLOPs per multiply-accumulate
+    (the count of a matmul roofline's 2 n^3); each further scale at half the side adds 1/4 of the
+    previous one (DevNet's two scales: x 1.25). Heads, pooling and losses are negligible.
+    """
+    if arch != "resnet18":
+        return None
+    scales = sum(0.25 ** s for s in range(n_scales))
+    return 3 * 2 * RESNET18_GMACS_224 * 1e9 * (img_size / 224) ** 2 * scales
+
+
 def check_weights_choice(weights: str) -> None:
     if weights not in WEIGHT_CHOICES:
         raise UserError(f"unknown weights {weights!r}; use one of {', '.join(WEIGHT_CHOICES)}")

@@ -51,25 +51,28 @@ authors' 4 at 448 px; it is not rescaled with the image size).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fsad_bench.detectors.base import Detector, TrainSet
+from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
 from fsad_bench.errors import UserError
-from fsad_bench.models.backbones import feature_extractor
+from fsad_bench.models.backbones import feature_extractor, train_flops_per_image
 from fsad_bench.models.deviation_loss import deviation_loss
 from fsad_bench.models.mil import topk_mil
 from fsad_bench.models.saliency import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA, explain_images, frozen
 from fsad_bench.models.training import (
+    BalancedTraining,
     Schedule,
     SpeedOptions,
     normalise,
     predict,
     recalibrate_batchnorm,
+    schedule_of,
     seed_everything,
     to_uint8_tensor,
     train_balanced,
@@ -235,7 +238,8 @@ class DevNet(Detector):
     display_name = "DevNet"
     paper_column = "DevNet"
     Config = DevNetConfig
-
+    #: the authors' code fed DevNet through a PIL/DataLoader pipeline: bench compares against it
+    bench_reference = True
 
     def build_network(self) -> nn.Module:
         c = self.config
@@ -248,6 +252,31 @@ class DevNet(Detector):
         if c.variant == "rep":
             return rep_deviation_loss(outputs, labels, c.margin, c.n_ref, self._ref_gen)
         return deviation_loss(outputs, labels, c.margin, c.n_ref, self._ref_gen)
+
+    def balanced_training(self, device: str, seed: int) -> BalancedTraining:
+        """The network (built on ``device``), its training view, the variant's loss with its reference
+        generator seeded from ``seed`` and the schedule: what ``fit`` trains, and bench's reference."""
+        c = self.config
+        self.device = device
+        self.network = self.build_network().to(device)
+        built = getattr(self.network, "variant", "mil_ds")
+        if built != c.variant:  # e.g. FLOS builds its own network, which has no variants
+            raise UserError(f"{self.name or type(self).__name__} has no variant {c.variant!r} "
+                            f"(its network is {built!r} only)")
+        self._ref_gen = torch.Generator(device=device).manual_seed(seed + 1)
+        model = _TrainingView(self.network) if hasattr(self.network, "training_output") else self.network
+        return BalancedTraining(model, self.network, self.loss, schedule_of(c), c.eval_batch_size)
+
+    @classmethod
+    def bench_phases(cls, config: DevNetConfig, shape: TrainShape) -> list[BenchPhase]:
+        """One phase: ``train_balanced``, ``epochs x steps_per_epoch`` steps of ``batch_size`` images
+        (balanced batches are always full); FLOPs of a ResNet-18 trunk at ``n_scales`` scales."""
+        return [BenchPhase("train", config.epochs * config.steps_per_epoch, config.batch_size,
+                           train_flops_per_image(config.backbone, shape.img_size, config.n_scales))]
+
+    @classmethod
+    def bench_step_overrides(cls, config: DevNetConfig, n_steps: int, shape: TrainShape) -> dict[str, Any]:
+        return {"epochs": 1, "steps_per_epoch": n_steps}
 
     def _check_input(self, train: TrainSet) -> None:
         c = self.config
@@ -266,18 +295,10 @@ class DevNet(Detector):
         if c.amp_bf16 and torch.device(train.device).type != "cuda":
             raise UserError(CPU_BF16_REFUSED)
         seed_everything(train.seed)
-        self.device = train.device
-        self.network = self.build_network().to(train.device)
-        built = getattr(self.network, "variant", "mil_ds")
-        if built != c.variant:  # e.g. FLOS builds its own network, which has no variants
-            raise UserError(f"{self.name or type(self).__name__} has no variant {c.variant!r} "
-                            f"(its network is {built!r} only)")
-        self._ref_gen = torch.Generator(device=train.device).manual_seed(train.seed + 1)
+        parts = self.balanced_training(train.device, train.seed)
         images = to_uint8_tensor(train.images, train.device)
-        sched = Schedule(**{k: v for k, v in asdict(c).items() if k in Schedule.__dataclass_fields__})
-        model = _TrainingView(self.network) if hasattr(self.network, "training_output") else self.network
-        self.loss_history = train_balanced(model, images, train.labels, sched, self.loss, train.seed,
-                                           speed=c.speed)
+        self.loss_history = train_balanced(parts.model, images, train.labels, parts.schedule, parts.loss,
+                                           train.seed, speed=c.speed)
         if c.bn_recalibration:
             recalibrate_batchnorm(self.network, images, normalise, c.eval_batch_size)
         self.info = {"weights": c.weights, "backbone": c.backbone, "variant": c.variant,

@@ -132,6 +132,30 @@ class SpeedOptions:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
+@dataclass
+class BalancedTraining:
+    """What :func:`train_balanced` trains for a detector (``Detector.balanced_training``).
+
+    model:           the module whose output ``loss`` takes (e.g. DevNet's training view of its network).
+    network:         the scoring network: ``network(x)`` is the image score (B,), used for evaluation.
+    loss:            ``loss(model_output, labels)``, with whatever random state the detector's loss keeps
+                     (DevNet's reference generator) already seeded.
+    schedule:        the optimisation settings.
+    eval_batch_size: images per batch when scoring.
+    """
+
+    model: nn.Module
+    network: nn.Module
+    loss: Callable[[Any, torch.Tensor], torch.Tensor]
+    schedule: Schedule
+    eval_batch_size: int = 64
+
+
+def schedule_of(config: Any) -> Schedule:
+    """The :class:`Schedule` fields of a config that extends it (DevNet's, MINNS's)."""
+    return Schedule(**{k: getattr(config, k) for k in Schedule.__dataclass_fields__})
+
+
 def to_float32(outputs: Any) -> Any:
     """Model outputs (a tensor or a list of tensors, e.g. Patch-DS's cell scores) in float32."""
     if isinstance(outputs, torch.Tensor):
@@ -141,8 +165,7 @@ def to_float32(outputs: Any) -> Any:
 
 def train_balanced(model: nn.Module, images: torch.Tensor, labels: np.ndarray, sched: Schedule,
                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                   seed: int, balanced: bool = True, progress: Callable[[int, float], None] | None = None,
-                   speed: SpeedOptions | None = None) -> list[float]:
+                   seed: int, speed: SpeedOptions | None = None) -> list[float]:
     """Adam + StepLR (stepped per epoch) + grad-norm clipping over balanced, rotated batches.
 
     ``images`` is the uint8 NCHW training tensor on the model's device; ``loss_fn(model_output,
@@ -155,7 +178,7 @@ def train_balanced(model: nn.Module, images: torch.Tensor, labels: np.ndarray, s
     speed.prepare_model(model)
     device = images.device
     gen = torch.Generator(device=device).manual_seed(seed)
-    batches = BalancedBatches(labels, sched.batch_size, seed, balanced=balanced)
+    batches = BalancedBatches(labels, sched.batch_size, seed)
     labels_t = torch.as_tensor(labels, device=device)
     opt = torch.optim.Adam(model.parameters(), lr=sched.lr, weight_decay=sched.weight_decay)
     lr_sched = torch.optim.lr_scheduler.StepLR(opt, step_size=sched.lr_step_epochs, gamma=sched.lr_gamma)
@@ -181,8 +204,6 @@ def train_balanced(model: nn.Module, images: torch.Tensor, labels: np.ndarray, s
             total += loss.item()
         lr_sched.step()
         history.append(total / max(sched.steps_per_epoch, 1))
-        if progress is not None:
-            progress(epoch, history[-1])
     return history
 
 

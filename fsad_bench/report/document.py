@@ -23,7 +23,6 @@ from fsad_bench.report.render import Part
 from fsad_bench.report.tables import load_long, run_header
 from fsad_bench.store import ResultStore
 
-FORMATS = ("markdown", "latex", "csv", "html")
 MANIFEST_NAME = "run_manifest.json"
 
 

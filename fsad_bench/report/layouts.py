@@ -35,11 +35,6 @@ from fsad_bench.report.tables import (
 TEXTURES = {"carpet", "grid", "leather", "tile", "wood", "brick", "grass", "gravel"}
 
 
-def protocol_layout(protocol: str) -> str:
-    """The report layout a packaged protocol declares; Table 2's for anything else."""
-    return report_spec(protocol).layout
-
-
 def curve_text(frame: pd.DataFrame, x: str, fmt: str, spec: ReportSpec, label: str | None = None,
                budget: str = "") -> str:
     """Rows dataset x setting value, one column per method: mean ± std over seeds (NaN when a seed has

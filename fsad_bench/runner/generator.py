@@ -1,13 +1,12 @@
 """The grid: cells = datasets x categories x methods x seeds x settings, fully resolved.
 
-Hyper-parameters of a cell = the detector's defaults, overridden by the budget's table for that
-method, then by ``--weights`` and ``--set`` from the command line. ``--set key=value`` applies to
-every method that has ``key``; ``--set method.key=value`` to one method.
+Hyper-parameters of a cell: :func:`fsad_bench.config.resolve_method_config` (the detector's
+defaults, the budget's table for the method, ``--weights``, ``--set``), resolved once per method
+and grid; the protocol's swept hyper-parameters (``[method_settings]``) come on top per cell.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import os
 import sys
@@ -16,14 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fsad_bench.config import ResolvedMethod, config_fields, parse_overrides, resolve_method_config
 from fsad_bench.data.layout import scan_category
 from fsad_bench.data.registry import categories, data_version, dataset_dir, info, is_present
-from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import UserError
 from fsad_bench.input_size import cell_input_size, img_size_is_explicit
 from fsad_bench.models.backbones import ensure_weights
 from fsad_bench.paths import data_root
-from fsad_bench.protocol import ProtocolSpec
+from fsad_bench.protocol import Budget, ProtocolSpec
 from fsad_bench.runner.job import Cell, attach_provenance
 
 
@@ -38,16 +37,6 @@ class GridRequest:
     weights: str | None = None
     overrides: list[str] = field(default_factory=list)  # raw "key=value" strings
     data_root: Path | None = None
-
-
-def parse_overrides(items: list[str]) -> dict[str, str]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"bad --set {item!r}: expected key=value or method.key=value")
-        out[key.strip()] = value.strip()
-    return out
 
 
 #: The one real dataset whose images install from PyPI (``pip install "fsad-bench[elpv]"``). When none
@@ -114,52 +103,34 @@ def resolve_methods(spec: ProtocolSpec, req: GridRequest) -> list[str]:
     return list(req.methods)
 
 
-def method_params(spec: ProtocolSpec, budget_name: str | None, method: str, req: GridRequest
-                  ) -> tuple[int, dict[str, Any]]:
-    """(image size, validated hyper-parameters) of ``method`` for this grid."""
-    budget = spec.budget(budget_name)
-    cls = load_detector(method)
-    fields = {f.name for f in dataclasses.fields(cls.Config)}
-    params = budget.method_params(method)
-    img_size = int(params.pop("img_size", budget.img_size))
-    if "weights" in fields:
-        params.setdefault("weights", budget.weights)
-        if req.weights:
-            params["weights"] = req.weights
-    for key, value in parse_overrides(req.overrides).items():
-        target, dot, name = key.rpartition(".")
-        if dot and target != method:
-            continue
-        if name == "img_size":
-            img_size = int(value)
-        elif name in fields or dot:
-            params[name] = value
-    config = cls.config_from_params(params)  # validates names and types
-    resolved = dataclasses.asdict(config)
-    for name in cls.required_weights(config):
-        ensure_weights(name, "imagenet")
-    return img_size, resolved
-
-
-def build_cells(spec: ProtocolSpec, req: GridRequest) -> tuple[list[Cell], list[str]]:
-    """All cells of the grid, and the spec's datasets that are missing."""
-    methods = resolve_methods(spec, req)
-    budget = spec.budget(req.budget).name
-    known_keys: set[str] = set()
-    per_method = {}
-    for m in methods:
-        per_method[m] = method_params(spec, budget, m, req)
-        known_keys |= {f.name for f in dataclasses.fields(load_detector(m).Config)} | {"img_size"}
-    for key in parse_overrides(req.overrides):
+def resolve_grid_methods(spec: ProtocolSpec, budget: Budget, methods: list[str], req: GridRequest
+                         ) -> dict[str, ResolvedMethod]:
+    """Every method's resolved configuration for this grid (:func:`resolve_method_config`), the
+    ``--set`` keys checked against the run's methods and the needed ImageNet weights against the cache."""
+    overrides = parse_overrides(req.overrides)
+    resolved = {m: resolve_method_config(budget, m, req.weights, overrides) for m in methods}
+    known_keys = set().union(*(config_fields(r.cls) for r in resolved.values())) | {"img_size"}
+    for key in overrides:
         target, dot, name = key.rpartition(".")
         if dot and target not in methods:
             raise UserError(f"--set {key}: method {target!r} is not in this run ({', '.join(methods)})")
         if not dot and name not in known_keys:
             raise UserError(f"--set {key}: no method in this run has a hyper-parameter {name!r}")
     for key in spec.method_settings:
-        for m in methods:
-            if key not in {f.name for f in dataclasses.fields(load_detector(m).Config)}:
+        for m, r in resolved.items():
+            if key not in config_fields(r.cls):
                 raise UserError(f"protocol {spec.name} sweeps {key!r}, which method {m!r} does not have")
+    for r in resolved.values():
+        for name in r.cls.required_weights(r.config):
+            ensure_weights(name, "imagenet")
+    return resolved
+
+
+def build_cells(spec: ProtocolSpec, req: GridRequest) -> tuple[list[Cell], list[str]]:
+    """All cells of the grid, and the spec's datasets that are missing."""
+    methods = resolve_methods(spec, req)
+    budget = spec.budget(req.budget)  # once per grid
+    per_method = resolve_grid_methods(spec, budget, methods, req)
     datasets, missing = resolve_datasets(spec, req)
     seeds = req.seeds if req.seeds is not None else spec.seeds
     cells = []
@@ -173,14 +144,15 @@ def build_cells(spec: ProtocolSpec, req: GridRequest) -> tuple[list[Cell], list[
                 split_kwargs = {k: v for k, v in setting.items() if k not in spec.method_settings}
                 swept = {k: v for k, v in setting.items() if k in spec.method_settings}
                 for method in methods:
-                    img_size, params = per_method[method]
+                    resolved = per_method[method]
                     # Mastcam is never upsampled (its native 64 px, as the paper's); see input_size
-                    img_size = cell_input_size(dataset, img_size,
+                    img_size = cell_input_size(dataset, resolved.img_size,
                                                img_size_is_explicit(parse_overrides(req.overrides), method))
                     for seed in seeds:
                         cells.append(Cell(
-                            spec.name, spec.split, dataset, category, method, seed, setting, budget,
-                            img_size, {**params, **swept}, str(req.data_root) if req.data_root else None,
+                            spec.name, spec.split, dataset, category, method, seed, setting, budget.name,
+                            img_size, {**resolved.params, **swept},
+                            str(req.data_root) if req.data_root else None,
                             {**split_kwargs, **spec.split_args}, spec.pixel_metrics,
                             version))
     return attach_provenance(cells), missing  # keys cover the data's content and the detector's code

@@ -66,7 +66,7 @@ def subdirs(folder: Path) -> list[Path]:
 def require_dir(path: Path, what: str = "") -> Path:
     if not Path(path).is_dir():
         raise DataError(f"expected folder {path} is missing{f' ({what})' if what else ''}; "
-                        "see docs/datasets.md for the raw layout")
+                        "the raw layout is in the README's Datasets section")
     return Path(path)
 
 
@@ -106,7 +106,7 @@ def find_dir(root: Path, name: str | re.Pattern, what: str, has: Callable[[Path]
     hits = find_dirs(root, lambda d: name_ok(d) and (has is None or has(d)), max_depth)
     if not hits:
         raise DataError(f"expected folder {Path(root) / shown} is missing ({what}; searched {max_depth} "
-                        "levels down); see docs/datasets.md for the raw layout")
+                        "levels down); the raw layout is in the README's Datasets section")
     depth0 = len(hits[0].relative_to(root).parts)
     tied = [h for h in hits if len(h.relative_to(root).parts) == depth0]
     if len(tied) > 1:
@@ -363,17 +363,6 @@ def build_dataset(name: str, data_root: Path, fill: Callable[[Path, Conversion],
         if old.exists():
             shutil.rmtree(old, ignore_errors=True)
     return final, conv
-
-
-def tree_digest(folder: Path) -> str:
-    """sha256 over every file's relative path and bytes (tests: a second prepare changes nothing)."""
-    h = hashlib.sha256()
-    folder = Path(folder)
-    for p in sorted(folder.rglob("*"), key=lambda q: q.relative_to(folder).as_posix()):
-        if p.is_file():
-            h.update(p.relative_to(folder).as_posix().encode() + b"\0")
-            h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
 
 
 def new_category(out: Path, conv: Conversion, category: str) -> CategoryWriter:

@@ -1,0 +1,97 @@
+"""One place that resolves a method's configuration: used by the runner's grid and by ``bench``.
+
+A method's hyper-parameters are, in this order: the detector's ``Config`` defaults, the budget's
+table for the method (``[budgets.<b>.methods.<method>]``, which may also set ``img_size``), then
+``--weights`` (for a detector whose config has a ``weights`` field), then ``--set``:
+``key=value`` applies to every method whose config has ``key``, ``method.key=value`` to that method
+only (an unknown key there is an error), and ``img_size`` changes the image size. The result goes
+through ``Detector.config_from_params``, so every path validates names, types and values the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fsad_bench.detectors.base import Detector
+from fsad_bench.detectors.registry import load_detector
+from fsad_bench.errors import UserError
+from fsad_bench.protocol import Budget
+
+
+@dataclass(frozen=True)
+class ResolvedMethod:
+    """A method's class, image size and validated configuration for one budget."""
+
+    method: str               # as the user named it: entry-point name or ``package.module:Class``
+    cls: type[Detector]
+    img_size: int
+    config: Any               # an instance of ``cls.Config``
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Every hyper-parameter by name (what a cell stores and hashes)."""
+        return dataclasses.asdict(self.config)
+
+    def detector(self) -> Detector:
+        return self.cls(self.config)
+
+    def with_params(self, changes: Mapping[str, Any]) -> ResolvedMethod:
+        """The same method with some hyper-parameters changed, validated again."""
+        config = self.cls.config_from_params({**self.params, **changes})
+        return dataclasses.replace(self, config=config)
+
+
+def config_fields(cls: type[Detector]) -> set[str]:
+    """The hyper-parameter names of a detector."""
+    return {f.name for f in dataclasses.fields(cls.Config)}
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """``--set`` strings ``key=value`` / ``method.key=value`` -> {key: value}."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"bad --set {item!r}: expected key=value or method.key=value")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _img_size(raw: Any, source: str) -> int:
+    try:
+        size = int(raw)
+    except (TypeError, ValueError):
+        raise UserError(f"bad img_size {raw!r} ({source}): expected a whole number of pixels") from None
+    if isinstance(raw, float) and raw != size:
+        raise UserError(f"bad img_size {raw!r} ({source}): expected a whole number of pixels")
+    return size
+
+
+def resolve_method_config(budget: Budget, method: str, weights: str | None = None,
+                          overrides: Mapping[str, Any] | None = None) -> ResolvedMethod:
+    """``method``'s image size and validated configuration at ``budget`` (see the module doc).
+
+    ``weights``: ``--weights`` (None = the budget's). ``overrides``: parsed ``--set`` values
+    (:func:`parse_overrides`); unscoped keys that ``method`` does not have are ignored here (the
+    grid checks that some method of the run has them).
+    """
+    cls = load_detector(method)
+    fields = config_fields(cls)
+    params = budget.method_params(method)
+    img_size = _img_size(params.pop("img_size", budget.img_size), f"budget {budget.name}, {method}")
+    if "weights" in fields:
+        params.setdefault("weights", budget.weights)
+        if weights:
+            params["weights"] = weights
+    for key, value in (overrides or {}).items():
+        target, dot, name = key.rpartition(".")
+        if dot and target != method:
+            continue
+        if name == "img_size":
+            img_size = _img_size(value, f"--set {key}")
+        elif name in fields or dot:
+            params[name] = value
+    return ResolvedMethod(method, cls, img_size, cls.config_from_params(params))
