@@ -1,6 +1,16 @@
 """The detector contract and the registry that finds detectors by name."""
 
 from fsad_bench.detectors.base import Detector, TrainSet
+from fsad_bench.detectors.hparams import (
+    BatchSize,
+    Degrees,
+    Fraction,
+    NonNegFloat,
+    NonNegInt,
+    PositiveFloat,
+    PositiveInt,
+)
 from fsad_bench.detectors.registry import available_detectors, load_detector
 
-__all__ = ["Detector", "TrainSet", "available_detectors", "load_detector"]
+__all__ = ["BatchSize", "Degrees", "Detector", "Fraction", "NonNegFloat", "NonNegInt", "PositiveFloat",
+           "PositiveInt", "TrainSet", "available_detectors", "load_detector"]
