@@ -85,8 +85,8 @@ def test_duplicate_values_in_a_spec_run_once(tmp_path):
 ])
 def test_bad_hyper_parameters_seeds_and_devices_stop_before_the_grid(extra, needle, tmp_path, capsys):
     out = tmp_path / "out"
-    err = one_line_exit_2(["run", "--methods", "devnet", "--budget", "smoke", "--seeds", "0", "--out", str(out),
-                           "--no-progress", *extra], capsys)
+    err = one_line_exit_2(["run", "--methods", "devnet", "--budget", "smoke", "--seeds", "0",
+                           "--out", str(out), "--no-progress", *extra], capsys)
     assert needle in err
     assert not out.exists()
 
