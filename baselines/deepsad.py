@@ -70,9 +70,25 @@ from fsad_baselines.svdd_common import (
     train_loop,
 )
 from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
-from fsad_bench.models.backbones import check_weights_choice, feature_extractor, train_flops_per_image
+from fsad_bench.detectors.hparams import (
+    BatchSize,
+    Degrees,
+    NonNegFloat,
+    NonNegInt,
+    PositiveFloat,
+    PositiveInt,
+)
+from fsad_bench.models.backbones import (
+    Backbone,
+    Weights,
+    check_weights_choice,
+    feature_extractor,
+    min_input_size,
+    train_flops_per_image,
+)
 from fsad_bench.models.training import (
     augment_and_normalise,
+    divergence_flags,
     normalise,
     recalibrate_batchnorm,
     seed_everything,
@@ -96,21 +112,21 @@ class ResNetEmbedding(nn.Module):
 class DeepSADConfig:
     """Deep SAD hyper-parameters; defaults = official README command (paper budget)."""
 
-    backbone: str = "resnet18"
-    weights: str = "imagenet"
-    eta: float = 1.0
-    eps: float = 1e-6
-    epochs: int = 150
-    lr: float = 1e-4
-    lr_milestones: tuple[int, ...] = (50,)
-    batch_size: int = 128
-    weight_decay: float = 0.5e-6
-    steps_per_epoch: int = 0  # 0 = one pass over the training data
+    backbone: Backbone = "resnet18"
+    weights: Weights = "imagenet"
+    eta: NonNegFloat = 1.0
+    eps: PositiveFloat = 1e-6
+    epochs: PositiveInt = 150
+    lr: PositiveFloat = 1e-4
+    lr_milestones: tuple[PositiveInt, ...] = (50,)
+    batch_size: BatchSize = 128  # BatchNorm in training mode needs two images
+    weight_decay: NonNegFloat = 0.5e-6
+    steps_per_epoch: NonNegInt = 0  # 0 = one pass over the training data
     balanced: bool = False
-    rotation: float = 0.0
-    grad_clip: float = 0.0
+    rotation: Degrees = 0.0
+    grad_clip: NonNegFloat = 0.0
     bn_recalibration: bool = False  # True: BN statistics re-estimated after training (short budgets)
-    eval_batch_size: int = 64
+    eval_batch_size: PositiveInt = 64
 
     def __post_init__(self) -> None:
         self.lr_milestones = parse_milestones(self.lr_milestones)
@@ -138,6 +154,11 @@ class DeepSAD(Detector):
     def bench_step_overrides(cls, config: DeepSADConfig, n_steps: int, shape: TrainShape) -> dict[str, Any]:
         return {"epochs": 1, "steps_per_epoch": n_steps}
 
+    @classmethod
+    def min_img_size(cls, config: DeepSADConfig) -> int:
+        """One scale through the trunk: at least its stride (ResNet: 32 px)."""
+        return min_input_size(config.backbone)
+
     def fit(self, train: TrainSet) -> DeepSAD:
         c = self.config
         seed_everything(train.seed)
@@ -153,8 +174,10 @@ class DeepSAD(Detector):
 
         settings = LoopSettings(c.epochs, c.batch_size, c.lr, c.weight_decay, c.lr_milestones,
                                 c.steps_per_epoch, c.grad_clip, c.balanced)
+        steps: list[float] = []
         self.loss_history = train_loop(self.network.parameters(), self.network, images, train.labels,
-                                       settings, step_loss, train.seed)
+                                       settings, step_loss, train.seed, step_losses=steps)
+        self.flags = divergence_flags(steps)
         if c.bn_recalibration:
             recalibrate_batchnorm(self.network, images, normalise, c.eval_batch_size)
         self.info = {"weights": c.weights, "backbone": c.backbone, "pretrain": "imagenet" if c.weights ==

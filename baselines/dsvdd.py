@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -76,8 +76,22 @@ from fsad_baselines.svdd_common import (
     train_loop,
 )
 from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
+from fsad_bench.detectors.hparams import (
+    BatchSize,
+    Fraction,
+    NonNegFloat,
+    NonNegInt,
+    PositiveFloat,
+    PositiveInt,
+)
 from fsad_bench.errors import UserError
-from fsad_bench.models.training import chunks, recalibrate_batchnorm, seed_everything, to_uint8_tensor
+from fsad_bench.models.training import (
+    chunks,
+    divergence_flags,
+    recalibrate_batchnorm,
+    seed_everything,
+    to_uint8_tensor,
+)
 
 OBJECTIVES = ("one-class", "soft-boundary")
 
@@ -170,25 +184,25 @@ def global_contrast_normalisation(x: torch.Tensor) -> torch.Tensor:
 class DeepSVDDConfig:
     """Deep SVDD hyper-parameters; defaults = official README CIFAR-10 command (paper budget)."""
 
-    objective: str = "one-class"
-    nu: float = 0.1
-    warm_up_epochs: int = 10
-    rep_dim: int = 128
-    epochs: int = 150
-    lr: float = 1e-4
-    lr_milestones: tuple[int, ...] = (50,)
-    batch_size: int = 200
-    weight_decay: float = 0.5e-6
-    steps_per_epoch: int = 0  # 0 = one pass over the training normals
+    objective: Literal["one-class", "soft-boundary"] = "one-class"
+    nu: Fraction = 0.1
+    warm_up_epochs: NonNegInt = 10
+    rep_dim: PositiveInt = 128
+    epochs: PositiveInt = 150
+    lr: PositiveFloat = 1e-4
+    lr_milestones: tuple[PositiveInt, ...] = (50,)
+    batch_size: BatchSize = 200  # BatchNorm in training mode needs two images
+    weight_decay: NonNegFloat = 0.5e-6
+    steps_per_epoch: NonNegInt = 0  # 0 = one pass over the training normals
     pretrain: bool = True
-    ae_epochs: int = 350
-    ae_lr: float = 1e-4
-    ae_lr_milestones: tuple[int, ...] = (250,)
-    ae_batch_size: int = 200
-    ae_weight_decay: float = 0.5e-6
-    ae_steps_per_epoch: int = 0
+    ae_epochs: NonNegInt = 350  # 0 = no pretraining
+    ae_lr: PositiveFloat = 1e-4
+    ae_lr_milestones: tuple[PositiveInt, ...] = (250,)
+    ae_batch_size: BatchSize = 200
+    ae_weight_decay: NonNegFloat = 0.5e-6
+    ae_steps_per_epoch: NonNegInt = 0
     bn_recalibration: bool = False  # True: BN statistics re-estimated after training (short budgets)
-    eval_batch_size: int = 64
+    eval_batch_size: PositiveInt = 64
 
     def __post_init__(self) -> None:
         self.lr_milestones = parse_milestones(self.lr_milestones)
@@ -231,6 +245,11 @@ class DeepSVDD(Detector):
             over.update(ae_epochs=1, ae_steps_per_epoch=n_steps)
         return over
 
+    @classmethod
+    def min_img_size(cls, config: DeepSVDDConfig) -> int:
+        """The LeNet's three 2x2 pools need 8 px."""
+        return 8
+
     # -- input transform ------------------------------------------------------------------------
     def _fit_scaling(self, images: torch.Tensor) -> None:
         lo, hi = float("inf"), float("-inf")
@@ -255,8 +274,11 @@ class DeepSVDD(Detector):
             x = self.transform(batch)
             return reconstruction_loss(self.autoencoder(x), x)
 
+        steps: list[float] = []
         history = train_loop(self.autoencoder.parameters(), self.autoencoder, images,
-                             np.zeros(len(images), dtype=np.int64), settings, step_loss, seed)
+                             np.zeros(len(images), dtype=np.int64), settings, step_loss, seed,
+                             step_losses=steps)
+        self.flags += divergence_flags(steps, "autoencoder pretraining")
         copy_encoder_weights(self.autoencoder, self.network)
         return history
 
@@ -266,6 +288,7 @@ class DeepSVDD(Detector):
         self.device = train.device
         normals = train.images[train.labels == 0]  # one-class: labelled anomalies are not used
         images = to_uint8_tensor(normals, train.device)
+        self.flags = []  # both phases add theirs
         img_size = (normals.shape[1], normals.shape[2])
         self._fit_scaling(images)
         self.network = LeNetEncoder(img_size, c.rep_dim).to(train.device)
@@ -287,9 +310,11 @@ class DeepSVDD(Detector):
 
         settings = LoopSettings(c.epochs, c.batch_size, c.lr, c.weight_decay, c.lr_milestones,
                                 c.steps_per_epoch)
+        steps: list[float] = []
         self.loss_history = train_loop(self.network.parameters(), self.network, images,
                                        np.zeros(len(normals), dtype=np.int64), settings, step_loss,
-                                       train.seed + 1, after_step)
+                                       train.seed + 1, after_step, step_losses=steps)
+        self.flags += divergence_flags(steps, "one-class training")
         if c.bn_recalibration:
             recalibrate_batchnorm(self.network, images, self.transform, c.eval_batch_size)
         self.info = {"weights": "none", "objective": c.objective, "pretrain": bool(ae_history),

@@ -55,12 +55,14 @@ Deviations and why:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
 from fsad_baselines.flos_loss import binary_focal_loss
 from fsad_bench.detectors.base import TrainSet
+from fsad_bench.detectors.hparams import NonNegFloat, PositiveFloat
 from fsad_bench.errors import UserError
 from fsad_bench.models.devnet import DevNet, DevNetConfig, DevNetNetwork
 from fsad_bench.models.mil import topk_count
@@ -105,10 +107,10 @@ class FLOSConfig(DevNetConfig):
     deviation-loss fields ``margin`` and ``n_ref`` have no effect here (setting them is an error).
     """
 
-    alpha: float = 1.0
-    gamma: float = 2.0
+    alpha: PositiveFloat = 1.0
+    gamma: NonNegFloat = 2.0
     #: "authors" (their wiring, behind the published numbers), or ours: "signed", "bias" (module doc).
-    logit: str = "authors"
+    logit: Literal["signed", "bias", "authors"] = "authors"
 
 
 class FLOS(DevNet):

@@ -90,7 +90,7 @@ from __future__ import annotations
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -99,8 +99,9 @@ from torchvision.models.vgg import cfgs as vgg_cfgs
 from torchvision.models.vgg import make_layers as vgg_make_layers
 
 from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
+from fsad_bench.detectors.hparams import BatchSize, NonNegFloat, NonNegInt, PositiveFloat, PositiveInt
 from fsad_bench.errors import TrainingDivergedError, UserError
-from fsad_bench.models.backbones import check_weights_choice, torchvision_model
+from fsad_bench.models.backbones import Weights, check_weights_choice, torchvision_model
 from fsad_bench.models.saliency import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SIGMA,
@@ -108,7 +109,7 @@ from fsad_bench.models.saliency import (
     frozen,
     guided_relus,
 )
-from fsad_bench.models.training import normalise, seed_everything, to_uint8_tensor
+from fsad_bench.models.training import divergence_flags, normalise, seed_everything, to_uint8_tensor
 
 from .kdad_loss import kdad_loss, kdad_score
 
@@ -191,24 +192,24 @@ def build_teacher(weights: str) -> TappedSequential:
 class KDADConfig:
     """KDAD hyper-parameters; defaults are the authors' MVTec settings (paper budget, 128 px)."""
 
-    weights: str = "imagenet"
-    epochs: int = 601
-    batch_size: int = 64
-    lr: float = 1e-3
+    weights: Weights = "imagenet"
+    epochs: PositiveInt = 601
+    batch_size: BatchSize = 64  # the student's BatchNorm in training mode needs two images
+    lr: PositiveFloat = 1e-3
     #: MSE weight: 0.5 for MVTec in the authors' config, 0.01 for their other datasets.
-    lamda: float = 0.5
+    lamda: NonNegFloat = 0.5
     #: "unit" = ToTensor only (their MVTec/retina input); "imagenet" = mean/std (their CIFAR-10).
-    input_norm: str = "unit"
+    input_norm: Literal["unit", "imagenet"] = "unit"
     use_bias: bool = False
     #: Cap on optimiser steps, 0 = none (CPU budgets only; not in the paper).
-    max_steps: int = 0
-    eval_batch_size: int = 64
+    max_steps: NonNegInt = 0
+    eval_batch_size: PositiveInt = 64
     #: Keep the teacher's training-image features when they fit in this many MiB (speed only).
-    teacher_cache_mb: int = 2048
+    teacher_cache_mb: NonNegInt = 2048
     #: Run the frozen teacher under bfloat16 autocast (CPU budgets: ~3x faster with AMX; not in the paper).
     teacher_bf16: bool = False
     #: ``explain``: "guided" (guided backprop, the official default) or "gradient" (plain gradients).
-    localization: str = "guided"
+    localization: Literal["guided", "gradient"] = "guided"
 
 
 class KDAD(Detector):
@@ -241,6 +242,11 @@ class KDAD(Detector):
         per_epoch = math.ceil(shape.n_normal / config.batch_size)
         steps = max(n_steps, per_epoch + 1)
         return {"max_steps": steps, "epochs": max(config.epochs, math.ceil(steps / per_epoch))}
+
+    @classmethod
+    def min_img_size(cls, config: KDADConfig) -> int:
+        """VGG16's five 2x2 pools need 32 px."""
+        return MIN_IMG_SIZE
 
     @classmethod
     def required_weights(cls, config: KDADConfig) -> list[str]:
@@ -311,6 +317,7 @@ class KDAD(Detector):
         rng = np.random.default_rng(train.seed)
         opt = torch.optim.Adam(self.student.parameters(), lr=c.lr)
         history: list[float] = []
+        steps: list[float] = []
         step = 0
         self.student.train()
         while step < total_steps:
@@ -331,11 +338,13 @@ class KDAD(Detector):
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += loss.item()
+                steps.append(loss.item())
+                total += steps[-1]
                 count += 1
                 step += 1
             history.append(total / max(count, 1))
         self.loss_history = history
+        self.flags = divergence_flags(steps)
         self.student.eval()
         self.info = {"weights": c.weights, "teacher": "imagenet" if c.weights == "imagenet" else "random",
                      "student": "vgg-B", "n_train_normals": n,

@@ -58,20 +58,29 @@ contributes little; ``--set minns.score=logit`` gives the unweighted sum.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from fsad_baselines.minns_loss import POOLINGS, deep_supervision_loss, deep_supervision_score, mil_pool
 from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
+from fsad_bench.detectors.hparams import PositiveFloat, PositiveInt
 from fsad_bench.errors import UserError
-from fsad_bench.models.backbones import feature_extractor, train_flops_per_image
+from fsad_bench.models.backbones import (
+    Backbone,
+    Weights,
+    feature_extractor,
+    min_input_size,
+    train_flops_per_image,
+)
 from fsad_bench.models.saliency import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA, explain_images, frozen
 from fsad_bench.models.training import (
     BalancedTraining,
     Schedule,
+    divergence_flags,
     normalise,
     predict,
     recalibrate_batchnorm,
@@ -135,14 +144,14 @@ class ImageScore(nn.Module):
 class MINNSConfig(Schedule):
     """MINNS hyper-parameters: DevNet's schedule (authors' code defaults) + MI-Net with DS."""
 
-    backbone: str = "resnet18"
-    weights: str = "imagenet"
-    pooling: str = "max"
-    lse_r: float = 1.0
-    dropout: float = 0.5
+    backbone: Backbone = "resnet18"
+    weights: Weights = "imagenet"
+    pooling: Literal["max", "mean", "lse"] = "max"
+    lse_r: PositiveFloat = 1.0
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5
     deep_supervision: bool = True
-    score: str = "prob"
-    eval_batch_size: int = 64
+    score: Literal["prob", "logit"] = "prob"
+    eval_batch_size: PositiveInt = 64
     #: Not in MI-Net or DevNet (off in the paper budget), as DevNet's option of the same name: after
     #: training, set BatchNorm's running statistics to the training images' under the final
     #: weights; short from-scratch budgets need it (running averages still lag the weights).
@@ -157,6 +166,10 @@ class MINNS(Detector):
     paper_column = "MINNS"
     Config = MINNSConfig
 
+    @classmethod
+    def min_img_size(cls, config: MINNSConfig) -> int:
+        """One scale through a ResNet trunk: at least its stride (32 px)."""
+        return min_input_size(config.backbone)
 
     def _check_config(self) -> None:
         c = self.config
@@ -201,8 +214,10 @@ class MINNS(Detector):
         seed_everything(train.seed)
         parts = self.balanced_training(train.device, train.seed)
         images = to_uint8_tensor(train.images, train.device)
+        steps: list[float] = []
         self.loss_history = train_balanced(parts.model, images, train.labels, parts.schedule, parts.loss,
-                                           train.seed)
+                                           train.seed, step_losses=steps)
+        self.flags = divergence_flags(steps)
         if c.bn_recalibration:
             recalibrate_batchnorm(self.network, images, normalise, c.eval_batch_size)
         self.info = {"weights": c.weights, "backbone": c.backbone, "pooling": c.pooling,

@@ -104,13 +104,14 @@ def _batches(labels: np.ndarray, s: LoopSettings, seed: int) -> tuple[BalancedBa
 def train_loop(params: Iterator[nn.Parameter] | list[nn.Parameter], module: nn.Module, images: torch.Tensor,
                labels: np.ndarray, s: LoopSettings,
                step_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], seed: int,
-               after_step: Callable[[int, torch.Tensor], None] | None = None) -> list[float]:
+               after_step: Callable[[int, torch.Tensor], None] | None = None,
+               step_losses: list[float] | None = None) -> list[float]:
     """Adam + MultiStepLR (stepped after each epoch) over batches of ``images`` (uint8 NCHW).
 
     ``step_loss(batch_u8, labels)`` returns the batch loss (it normalises the batch itself, so that
     each method keeps its own input transform); ``after_step(epoch, loss)`` runs after each update
-    (Deep SVDD's soft-boundary radius). Returns the mean loss of each epoch; a non-finite loss raises
-    :class:`TrainingDivergedError`.
+    (Deep SVDD's soft-boundary radius). Returns the mean loss of each epoch and appends every step's
+    loss to ``step_losses`` if given; a non-finite loss raises :class:`TrainingDivergedError`.
     """
     params = list(params)
     device = images.device
@@ -134,7 +135,10 @@ def train_loop(params: Iterator[nn.Parameter] | list[nn.Parameter], module: nn.M
             opt.step()
             if after_step is not None:
                 after_step(epoch, loss)
-            total += loss.item()
+            value = loss.item()
+            total += value
+            if step_losses is not None:
+                step_losses.append(value)
         sched.step()
         history.append(total / max(steps, 1))
     return history

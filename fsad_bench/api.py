@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from fsad_bench.protocol import Budget, ProtocolSpec
     from fsad_bench.runner.job import Cell
     from fsad_bench.runner.manifest import RunSummary
+    from fsad_bench.store import ResultStore
 
 #: Seconds per cell used by ``--dry-run`` when the store has no finished cell of the method at that
 #: budget and image size. Measured here: every q1 cell of the embedded synthetic dataset (3 categories,
@@ -147,12 +148,13 @@ def _not_importable(cls: type) -> str:
 def _grid(req: RunRequest) -> _Grid:
     """Resolve the request into cells (validating every name and hyper-parameter)."""
     from fsad_bench.detectors.registry import registered_for_run
-    from fsad_bench.paths import default_results_dir
+    from fsad_bench.paths import check_output_dir, default_results_dir
     from fsad_bench.protocol import load_protocol
     from fsad_bench.runner.generator import GridRequest, build_cells
 
     spec = load_protocol(req.protocol)
     req.execution.validate()  # before any cell is built or the store touched
+    out = check_output_dir(Path(req.out) if req.out is not None else default_results_dir(spec.name))
     names, classes = _split_methods(req.methods)
     run_classes = {**classes, **{_class_path(c): c for c in classes.values()}}
     with registered_for_run(run_classes):
@@ -161,12 +163,24 @@ def _grid(req: RunRequest) -> _Grid:
     for cell in cells:
         if cell.method in classes:
             cell.detector = _class_path(classes[cell.method])
-    out = Path(req.out) if req.out is not None else default_results_dir(spec.name)
     return _Grid(spec, spec.budget(req.budget), cells, missing, out, run_classes)
 
 
 def _say(text: str) -> None:
     print(text, file=sys.stderr)
+
+
+def _open_store(out: Path) -> ResultStore:
+    """The results store of ``out``; a folder the file system refuses, or a results.sqlite that is no
+    SQLite database, is one UserError line."""
+    import sqlite3
+
+    from fsad_bench.store import ResultStore
+
+    try:
+        return ResultStore(out)
+    except (OSError, sqlite3.Error) as exc:
+        raise UserError(f"cannot open the results store in {out}: {exc}") from None
 
 
 def execute(req: RunRequest) -> RunOutcome:
@@ -176,7 +190,6 @@ def execute(req: RunRequest) -> RunOutcome:
     from fsad_bench.runner.executors import Execution
     from fsad_bench.runner.manifest import RunManifest
     from fsad_bench.runner.runner import run_grid
-    from fsad_bench.store import ResultStore
 
     g = _grid(req)
     if g.missing:
@@ -201,14 +214,16 @@ def execute(req: RunRequest) -> RunOutcome:
 
             experiment = req.mlflow_experiment or default_experiment(g.spec.name, g.out)
             tracker = MlflowTracker(req.mlflow, experiment)
-        with registered_for_run(g.run_classes), ResultStore(g.out) as store:
+        with registered_for_run(g.run_classes), _open_store(g.out) as store:
             target = TrackedStore(store, tracker, g.out) if tracker else store
             summary = run_grid(g.cells, target, progress=req.progress, execution=executor, manifest=manifest,
                                rerun=req.rerun)
     finally:
         executor.close()
-    _say(f"{summary.ok} cells ran ok, {summary.skipped} already finished, {len(summary.failed)} failed, "
-         f"{len(summary.not_applicable)} not applicable; results in {g.out} ('fsad-bench report {g.out}')")
+    flagged = f" ({len(summary.flagged)} FLAGGED, see above)" if summary.flagged else ""
+    _say(f"{summary.ok} cells ran ok{flagged}, {summary.skipped} already finished, {len(summary.failed)} "
+         f"failed, {len(summary.not_applicable)} not applicable; results in {g.out} "
+         f"('fsad-bench report {g.out}')")
     if summary.worker_deaths or summary.stopped:
         _say(f"{summary.worker_deaths} cell(s) lost their worker process"
              + (f"; {summary.stopped}" if summary.stopped else "")
@@ -462,6 +477,7 @@ def run(protocol: str = "q1", methods: Sequence[str | type[Detector]] | None = N
     df = outcome.frame()
     s = outcome.summary
     df.attrs.update(out=str(outcome.out), ok=s.ok, already_finished=s.skipped, failed=len(s.failed),
-                    not_applicable=len(s.not_applicable), not_run=s.not_run, stopped=s.stopped,
+                    not_applicable=len(s.not_applicable), flagged=len(s.flagged), not_run=s.not_run,
+                    stopped=s.stopped,
                     mlflow_failures=list(outcome.mlflow_failures))
     return df

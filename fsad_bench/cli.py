@@ -7,6 +7,7 @@ failed cells exits 1 after every other cell has run and been stored.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import warnings
 from pathlib import Path
@@ -198,14 +199,20 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(note, file=sys.stderr)
         text = long_csv(frame)
     elif args.folder:
-        text = folder_report(args.folder, args.format, args.metric, args.compare_paper)
+        try:
+            text = folder_report(args.folder, args.format, args.metric, args.compare_paper)
+        except sqlite3.DatabaseError as exc:  # e.g. a results.sqlite that is no SQLite file
+            raise UserError(f"cannot read the results store in {args.folder}: {exc}") from None
     else:
         raise UserError("report needs a results folder or --from-csv FILE")
     output = args.output
     if output is None and args.format == "html":
         output = args.folder / "report.html"
     if output:
-        output.write_text(text)
+        try:
+            output.write_text(text)
+        except OSError as exc:
+            raise UserError(f"cannot write the report to {output}: {exc.strerror or exc}") from None
         print(f"report written to {output}", file=sys.stderr)
     else:
         sys.stdout.write(text)

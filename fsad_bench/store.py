@@ -44,8 +44,10 @@ _COLUMNS = {
     # provenance (added later: stores made before have them empty, see _migrate)
     "data_fingerprint": "TEXT", "detector_target": "TEXT", "detector_dist": "TEXT",
     "detector_version": "TEXT", "detector_source": "TEXT",
+    "flags": "TEXT",  # JSON list of {"flag": name, "reason": text}, e.g. "diverged"; [] = none
 }
-_JSON = {"setting", "metrics", "manifest", "scores", "params", "info"}
+_JSON = {"setting", "metrics", "manifest", "scores", "params", "info", "flags"}
+_JSON_LISTS = {"flags"}  # JSON columns holding a list (the others hold an object)
 
 
 class StoreError(UserError):
@@ -86,6 +88,8 @@ class CellResult:
     detector_dist: str = ""          # distribution that provides it ("unregistered" for a bare module)
     detector_version: str = ""
     detector_source: str = ""        # sha256 of the detector's source modules
+    #: why the result is suspect though it ran (e.g. {"flag": "diverged", "reason": ...}); reports mark it
+    flags: list = field(default_factory=list)
     user_error: bool = False         # bad input (data), not stored: drives the exit status
 
 
@@ -231,7 +235,7 @@ class ResultStore:
 
     def _decode(self, key: str, column: str, text: Any) -> Any:
         if text is None or text == "":
-            return {}
+            return [] if column in _JSON_LISTS else {}
         try:
             return json.loads(text)
         except (TypeError, ValueError) as exc:

@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 from fsad_bench.cli import main
 from fsad_bench.errors import UserError
@@ -93,6 +94,9 @@ def test_local_pool_places_at_most_k_cells_per_gpu(data_root, monkeypatch):
     log, lock, running = [], threading.Lock(), {}
     monkeypatch.setattr(executors, "run_cell", _fake_run_cell(log, lock, running))
     monkeypatch.setattr(Execution, "_new_pool", lambda self: ThreadPoolExecutor(self.workers))
+    # --device is checked against this machine's GPUs: pretend it has two
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     ex = Execution(ExecConfig(device="cuda:0,cuda:1", cells_per_gpu=2))
     assert ex.workers == 4
     cells = _cells(data_root, seeds=range(24))

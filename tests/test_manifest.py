@@ -29,7 +29,7 @@ def test_manifest_records_command_specs_versions_hardware_and_counts(data_root, 
     assert m["methods"]["toy_detectors:Brightness"] == [{"img_size": 32, "params": {"power": 2.0}}]
     assert m["n_cells"] == 4 and m["already_finished"] == 0 and m["to_run"] == 4
     assert m["summary"] == {"total": 4, "already_finished": 0, "ok": 2, "failed": 2, "not_applicable": 0,
-                            "not_run": 0, "worker_deaths": 0, "stopped": "", "error": ""}
+                            "flagged": 0, "not_run": 0, "worker_deaths": 0, "stopped": "", "error": ""}
     assert m["execution"]["executor"] == "local" and m["execution"]["devices"] == ["cpu"]
     assert m["execution"]["jobs"] == 1 and m["execution"]["cells_per_gpu"] == 1
     v = m["versions"]

@@ -56,9 +56,10 @@ def test_changed_parameters_detects_an_update_outside_the_optimiser(tvu):
 
 def test_script_runs_end_to_end_and_prints_trained_and_untrained(tmp_path, cli_env):
     out = tmp_path / "tvu.json"
+    # 64 px: two-scale DevNet's minimum (its half-size scale must reach the ResNet's 32 px stride)
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--budget", "smoke", "--methods", "devnet", "--seeds", "0",
-         "--datasets", "synthetic", "--set", "img_size=32", "--threads", "1", "--json", str(out)],
+         "--datasets", "synthetic", "--set", "img_size=64", "--threads", "1", "--json", str(out)],
         capture_output=True, text=True, env=cli_env, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "AUC trained" in proc.stdout and "AUC untrained" in proc.stdout

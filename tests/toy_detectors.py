@@ -56,3 +56,19 @@ class Slow(Brightness):
 
     def score(self, images: np.ndarray) -> np.ndarray:
         return images.reshape(len(images), -1).mean(1)
+
+
+class WrongLength(Brightness):
+    """Scores one image too few: the runner must say so, not call the scores non-finite."""
+
+    def score(self, images: np.ndarray) -> np.ndarray:
+        return super().score(images)[:-1]
+
+
+class NaNScores(Brightness):
+    """Right length, one NaN: the runner must report the non-finite value."""
+
+    def score(self, images: np.ndarray) -> np.ndarray:
+        scores = super().score(images).astype(float)
+        scores[0] = np.nan
+        return scores

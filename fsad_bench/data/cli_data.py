@@ -100,6 +100,7 @@ def _summary(cat_dir: Path) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from fsad_bench.data.download import SOURCES
+    from fsad_bench.data.layout import shown
     from fsad_bench.data.registry import (
         DATASETS,
         REAL_DATASETS,
@@ -123,7 +124,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                     text = _summary(folder / cat)
                 except DataError as exc:
                     text = f"malformed: {exc}"
-                print(f"    {cat}: {text}")
+                print(f"    {shown(cat)}: {text}")
         s = SOURCES[name]
         print(f"    source: {s.page}  licence: {s.licence}")
         if not present:
@@ -150,6 +151,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     name = _check_name(args.name)
     root = data_root(args.data_root)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--root {root} is a file; give the folder that holds the datasets")
     print(f"preparing {name} from {args.raw or 'the elpv-dataset package'} -> {root / name}", file=sys.stderr)
     _run_prepare(name, args.raw, root, args.seed, prepare)
     return 0

@@ -7,6 +7,7 @@ the loader knows nothing else. File lists are sorted so splits do not depend on 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +19,30 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy"}
 NORMAL = "good"
 
 
+def shown(path: Path | str) -> str:
+    """``path`` as text that can always be printed: itself, or the repr of its bytes when a name in it
+    is not valid UTF-8 (such names reach Python as lone surrogates, which no output stream encodes)."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return repr(os.fsencode(text))
+    return text
+
+
+def check_utf8_name(path: Path) -> Path:
+    """``path`` if its name is valid UTF-8; else a DataError naming it (the store, the cache key and
+    every report hold file names as UTF-8 text)."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DataError(f"file name {os.fsencode(path.name)!r} in {shown(path.parent)} is not valid UTF-8; "
+                        "rename it (e.g. with convmv)") from None
+    return path
+
+
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir()
+    return sorted(check_utf8_name(p) for p in folder.iterdir()
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
 
 
@@ -55,7 +78,7 @@ class CategoryIndex:
 
 def scan_category(root: Path) -> CategoryIndex:
     """Index ``root`` (one category folder) in the canonical layout; DataError if malformed."""
-    root = Path(root)
+    root = check_utf8_name(Path(root))
     train_good = root / "train" / NORMAL
     test_dir = root / "test"
     for required in (train_good, test_dir):
@@ -72,7 +95,8 @@ def scan_category(root: Path) -> CategoryIndex:
 
     for p in _images_in(train_good):
         add(p, "train", NORMAL, None)
-    classes = sorted(d.name for d in test_dir.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = sorted(check_utf8_name(d).name for d in test_dir.iterdir()
+                     if d.is_dir() and not d.name.startswith("."))
     if NORMAL not in classes:
         raise DataError(f"{test_dir / NORMAL} is missing: the test set needs normal images")
     for cls in classes:

@@ -5,7 +5,9 @@ One instance serves one cell: ``fit`` once on a :class:`TrainSet`, then ``score`
 protocol spec, the budget and ``--set key=value``; never from module globals.
 
 Fitted state (what ``fit`` sets): whatever the detector needs to score, plus ``info`` — a dict that
-goes into the result record (e.g. which pretrained weights were used).
+goes into the result record (e.g. which pretrained weights were used), and ``flags`` — a list of
+``{"flag": name, "reason": text}`` that marks the result as suspect in the row and the report (e.g.
+``diverged``: see :func:`fsad_bench.models.training.divergence`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from fsad_bench.errors import UserError
+from fsad_bench.detectors.hparams import parse_config
 
 if TYPE_CHECKING:  # torch is imported only where a detector trains
     from fsad_bench.models.training import BalancedTraining
@@ -120,21 +122,22 @@ class Detector(ABC):
         if overrides:
             self.config = dataclasses.replace(self.config, **overrides)
         self.info: dict[str, Any] = {}
+        self.flags: list[dict[str, str]] = []
 
     @classmethod
     def config_from_params(cls, params: Mapping[str, Any]) -> Any:
-        """Build ``Config`` from spec/``--set`` values, coercing strings to the field types.
+        """Build ``Config`` from spec/``--set`` values, validated and parsed by the field types.
 
-        Unknown keys are a :class:`UserError` naming the key and the valid ones.
+        Unknown keys, values of the wrong type and values outside a field's declared range are a
+        :class:`UserError` on one line (see :mod:`fsad_bench.detectors.hparams`).
         """
-        fields = {f.name: f for f in dataclasses.fields(cls.Config)}
-        values = {}
-        for key, raw in params.items():
-            if key not in fields:
-                raise UserError(f"unknown hyper-parameter {key!r} for detector {cls.name or cls.__name__};"
-                                f" valid: {', '.join(sorted(fields)) or '(none)'}")
-            values[key] = _coerce(key, raw, fields[key])
-        return cls.Config(**values)
+        return parse_config(cls.Config, params, cls.name or cls.__name__)
+
+    @classmethod
+    def min_img_size(cls, config: Any) -> int:
+        """Smallest image side (px) this configuration gives meaningful results for; the driver refuses
+        a smaller ``img_size`` before the grid runs. Default 1 (no minimum)."""
+        return 1
 
     @classmethod
     def required_weights(cls, config: Any) -> list[str]:
@@ -189,38 +192,6 @@ class Detector(ABC):
     def explain(self, images: np.ndarray) -> np.ndarray | None:
         """Per-pixel anomaly maps (N,H,W) in [0, 1], or None if the method has none."""
         return None
-
-
-def _coerce(key: str, raw: Any, f: dataclasses.Field) -> Any:
-    """Cast a spec or command-line value to the type of the field's default."""
-    default = f.default if f.default is not dataclasses.MISSING else None
-    if default is None and f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        default = f.default_factory()  # type: ignore[misc]
-    if default is None or isinstance(raw, type(default)) and not isinstance(raw, str):
-        return raw
-    try:
-        if isinstance(default, bool):
-            if isinstance(raw, str):
-                low = raw.strip().lower()
-                if low not in {"true", "false", "1", "0", "yes", "no"}:
-                    raise ValueError(raw)
-                return low in {"true", "1", "yes"}
-            return bool(raw)
-        if isinstance(default, int):
-            as_float = float(raw)
-            if as_float != int(as_float):
-                raise ValueError(raw)
-            return int(as_float)
-        if isinstance(default, float):
-            return float(raw)
-        if isinstance(default, str):
-            return str(raw)
-        if isinstance(default, (list, tuple)):
-            items = raw.split(",") if isinstance(raw, str) else list(raw)
-            return type(default)(items)
-    except (TypeError, ValueError):
-        raise UserError(f"bad value {raw!r} for {key}: expected {type(default).__name__}") from None
-    return raw
 
 
 __all__ = ["BenchPhase", "Detector", "NoParams", "TrainSet", "TrainShape", "field"]

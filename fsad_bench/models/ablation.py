@@ -26,34 +26,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fsad_bench.models.devnet import DevNet, DevNetConfig
+from fsad_bench.models.backbones import Backbone
+from fsad_bench.models.devnet import DevNet, DevNetConfig, Variant
 
 
 @dataclass
 class DevNetRepConfig(DevNetConfig):
-    variant: str = "rep"
+    variant: Variant = "rep"
 
 
 @dataclass
 class DevNetDSConfig(DevNetConfig):
-    variant: str = "ds"
+    variant: Variant = "ds"
 
 
 @dataclass
 class DevNetPatchDSConfig(DevNetConfig):
-    variant: str = "patch_ds"
+    variant: Variant = "patch_ds"
 
 
 @dataclass
 class DevNetAlexNetConfig(DevNetConfig):
-    backbone: str = "alexnet"
-    variant: str = "ds"
+    backbone: Backbone = "alexnet"
+    variant: Variant = "ds"
 
 
 @dataclass
 class DevNetResNet50Config(DevNetConfig):
-    backbone: str = "resnet50"
-    variant: str = "ds"
+    backbone: Backbone = "resnet50"
+    variant: Variant = "ds"
 
 
 class DevNetRep(DevNet):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torchvision
@@ -18,6 +19,16 @@ from torch import nn
 from fsad_bench.errors import UserError, WeightsUnavailableError
 
 WEIGHT_CHOICES = ("imagenet", "none")
+#: the ``weights`` field of a detector config
+Weights = Literal["imagenet", "none"]
+#: the ``backbone`` field of a detector config: torchvision's architectures and our narrow ResNet-18s
+Backbone = Literal["resnet18", "resnet50", "alexnet", "vgg16", "resnet18_w16", "resnet18_w32"]
+#: Total stride of a ResNet trunk (conv1..layer4): a smaller input still gives a 1x1 feature map, but its
+#: one cell then sees mostly zero padding, so the driver refuses such sizes.
+RESNET_STRIDE = 32
+#: Smallest input side (px) the other trunks accept at all, measured: AlexNet's ``features`` fail below
+#: 63 px (three 3x3/2 max-pools after the 11x11/4 conv), VGG16's below 32 (five 2x2 pools).
+MIN_INPUT = {"alexnet": 63, "vgg16": 32}
 
 # arch -> (torchvision constructor, weights enum, feature channels)
 _ARCHS = {
@@ -43,6 +54,12 @@ def train_flops_per_image(arch: str, img_size: int, n_scales: int = 1) -> float 
         return None
     scales = sum(0.25 ** s for s in range(n_scales))
     return 3 * 2 * RESNET18_GMACS_224 * 1e9 * (img_size / 224) ** 2 * scales
+
+
+def min_input_size(arch: str) -> int:
+    """Smallest image side (px) one scale of ``arch``'s trunk is run at: the measured minimum of AlexNet
+    and VGG16, the stride for ResNets."""
+    return MIN_INPUT.get(arch, RESNET_STRIDE)
 
 
 def check_weights_choice(weights: str) -> None:

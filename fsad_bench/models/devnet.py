@@ -52,16 +52,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
+from fsad_bench.detectors.hparams import NonNegFloat, PositiveFloat, PositiveInt
 from fsad_bench.errors import UserError
-from fsad_bench.models.backbones import feature_extractor, train_flops_per_image
+from fsad_bench.models.backbones import (
+    MIN_INPUT,
+    Backbone,
+    Weights,
+    feature_extractor,
+    min_input_size,
+    train_flops_per_image,
+)
 from fsad_bench.models.deviation_loss import deviation_loss
 from fsad_bench.models.mil import topk_mil
 from fsad_bench.models.saliency import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA, explain_images, frozen
@@ -69,6 +78,7 @@ from fsad_bench.models.training import (
     BalancedTraining,
     Schedule,
     SpeedOptions,
+    divergence_flags,
     normalise,
     predict,
     recalibrate_batchnorm,
@@ -79,8 +89,8 @@ from fsad_bench.models.training import (
 )
 
 VARIANTS = ("mil_ds", "ds", "patch_ds", "rep")
-#: Smallest input side (px) a backbone's trunk accepts (AlexNet's three 3x3/2 max-pools).
-MIN_INPUT = {"alexnet": 63, "vgg16": 32}
+#: the ``variant`` field (Table 5's columns); kept equal to VARIANTS
+Variant = Literal["mil_ds", "ds", "patch_ds", "rep"]
 
 
 def check_variant(variant: str) -> None:
@@ -193,24 +203,26 @@ class _TrainingView(nn.Module):
 class DevNetConfig(Schedule):
     """DevNet hyper-parameters; defaults are the authors' code (paper budget)."""
 
-    backbone: str = "resnet18"
-    weights: str = "imagenet"
-    topk_ratio: float = 0.1
-    n_scales: int = 2
-    margin: float = 5.0
-    n_ref: int = 5000
-    eval_batch_size: int = 64
+    backbone: Backbone = "resnet18"
+    weights: Weights = "imagenet"
+    #: K as a fraction of the feature-map cells; 0 = the authors' ``topk=0`` switch (plain mean)
+    topk_ratio: Annotated[float, Field(ge=0, le=1)] = 0.1
+    n_scales: PositiveInt = 2
+    margin: PositiveFloat = 5.0
+    #: reference draws per step; their standard deviation needs at least two
+    n_ref: Annotated[int, Field(ge=2)] = 5000
+    eval_batch_size: PositiveInt = 64
     #: Not in the authors' code (off in the paper budget): after training, reset BatchNorm's running
     #: statistics to the training images' under the final weights. Short from-scratch budgets need
     #: it: after a few dozen steps the running averages still lag the weights and eval-mode scores
     #: are meaningless (seen inverted on `synthetic`).
     bn_recalibration: bool = False
     #: Ablation variant (paper Table 5): "mil_ds" (DevNet), "ds", "patch_ds", "rep"; see the module doc.
-    variant: str = "mil_ds"
+    variant: Variant = "mil_ds"
     #: Gaussian blur of the saliency maps in pixels at the cell's image size (authors: 4 at 448 px).
-    saliency_sigma: float = DEFAULT_SIGMA
+    saliency_sigma: NonNegFloat = DEFAULT_SIGMA
     #: Images per backward pass in ``explain`` (memory only; maps do not depend on it).
-    saliency_batch_size: int = DEFAULT_BATCH_SIZE
+    saliency_batch_size: PositiveInt = DEFAULT_BATCH_SIZE
     #: Speed only, not in the authors' code (off = their float32): forward passes of training and
     #: scoring under bfloat16 autocast, the loss in float32. ``explain`` stays float32 (its maps are
     #: input gradients, which bf16 would quantise). CUDA only: see CPU_BF16_REFUSED.
@@ -240,6 +252,12 @@ class DevNet(Detector):
     Config = DevNetConfig
     #: the authors' code fed DevNet through a PIL/DataLoader pipeline: bench compares against it
     bench_reference = True
+
+    @classmethod
+    def min_img_size(cls, config: DevNetConfig) -> int:
+        """Every scale must reach the trunk's minimum: the half-size scale of a two-scale ResNet needs
+        >= 32 px, so the image >= 64 px (AlexNet: 2 x 63)."""
+        return min_input_size(config.backbone) * 2 ** (config.n_scales - 1)
 
     def build_network(self) -> nn.Module:
         c = self.config
@@ -281,7 +299,7 @@ class DevNet(Detector):
     def _check_input(self, train: TrainSet) -> None:
         c = self.config
         check_variant(c.variant)
-        need = MIN_INPUT.get(c.backbone, 1)
+        need = MIN_INPUT.get(c.backbone, 1)  # where a fit would crash; the driver asks min_img_size
         smallest = min(train.images.shape[1:3]) // 2 ** max(c.n_scales - 1, 0)
         if smallest < need:
             raise UserError(f"backbone {c.backbone} needs inputs of at least {need} px, but the "
@@ -297,8 +315,10 @@ class DevNet(Detector):
         seed_everything(train.seed)
         parts = self.balanced_training(train.device, train.seed)
         images = to_uint8_tensor(train.images, train.device)
+        steps: list[float] = []
         self.loss_history = train_balanced(parts.model, images, train.labels, parts.schedule, parts.loss,
-                                           train.seed, speed=c.speed)
+                                           train.seed, speed=c.speed, step_losses=steps)
+        self.flags = divergence_flags(steps)
         if c.bn_recalibration:
             recalibrate_batchnorm(self.network, images, normalise, c.eval_batch_size)
         self.info = {"weights": c.weights, "backbone": c.backbone, "variant": c.variant,

@@ -9,7 +9,7 @@ tensor (one batched ``grid_sample``) and normalises it. Same augmentation, no de
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fsad_bench.detectors.hparams import (
+    BatchSize,
+    Degrees,
+    Fraction,
+    NonNegFloat,
+    PositiveFloat,
+    PositiveInt,
+)
 from fsad_bench.errors import TrainingDivergedError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -97,17 +105,21 @@ class BalancedBatches:
 
 @dataclass
 class Schedule:
-    """Optimisation settings shared by DevNet, FLOS and MINNS (authors' code defaults)."""
+    """Optimisation settings shared by DevNet, FLOS and MINNS (authors' code defaults).
 
-    epochs: int = 50
-    steps_per_epoch: int = 20
-    batch_size: int = 48
-    lr: float = 2e-4
-    weight_decay: float = 1e-5
-    lr_step_epochs: int = 10
-    lr_gamma: float = 0.1
-    grad_clip: float = 1.0
-    rotation: float = 180.0
+    The annotations are the valid ranges (checked before a grid runs): a balanced batch needs one
+    normal and one labelled anomaly, so ``batch_size >= 2``; ``grad_clip = 0`` turns clipping off.
+    """
+
+    epochs: PositiveInt = 50
+    steps_per_epoch: PositiveInt = 20
+    batch_size: BatchSize = 48
+    lr: PositiveFloat = 2e-4
+    weight_decay: NonNegFloat = 1e-5
+    lr_step_epochs: PositiveInt = 10
+    lr_gamma: Fraction = 0.1
+    grad_clip: NonNegFloat = 1.0
+    rotation: Degrees = 180.0
 
 
 @dataclass
@@ -165,11 +177,13 @@ def to_float32(outputs: Any) -> Any:
 
 def train_balanced(model: nn.Module, images: torch.Tensor, labels: np.ndarray, sched: Schedule,
                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                   seed: int, speed: SpeedOptions | None = None) -> list[float]:
+                   seed: int, speed: SpeedOptions | None = None, step_losses: list[float] | None = None
+                   ) -> list[float]:
     """Adam + StepLR (stepped per epoch) + grad-norm clipping over balanced, rotated batches.
 
     ``images`` is the uint8 NCHW training tensor on the model's device; ``loss_fn(model_output,
-    labels_tensor)`` gives the loss. Returns the mean loss of each epoch. A non-finite loss raises
+    labels_tensor)`` gives the loss. Returns the mean loss of each epoch; every step's loss is appended
+    to ``step_losses`` if given (for :func:`divergence`). A non-finite loss raises
     :class:`TrainingDivergedError`. ``speed``: bf16 autocast / channels_last (default: neither).
 
     No DataLoader, no decoding: a step is an index gather, one batched rotation and the model.
@@ -201,10 +215,53 @@ def train_balanced(model: nn.Module, images: torch.Tensor, labels: np.ndarray, s
             if sched.grad_clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), sched.grad_clip)
             opt.step()
-            total += loss.item()
+            value = loss.item()
+            total += value
+            if step_losses is not None:
+                step_losses.append(value)
         lr_sched.step()
         history.append(total / max(sched.steps_per_epoch, 1))
     return history
+
+
+#: A finite training run is flagged ``diverged`` when the mean loss of its last steps exceeds this many
+#: times its loss at initialisation (see :func:`divergence`).
+DIVERGENCE_FACTOR = 10.0
+
+
+def divergence(step_losses: Sequence[float], factor: float = DIVERGENCE_FACTOR) -> str | None:
+    """Why a training run whose losses stayed finite diverged, or None when it did not.
+
+    Criterion: the mean loss of the last 10 % of the steps (at least one) is more than ``factor`` times
+    the loss of the first step, i.e. the loss at initialisation (computed before the first update).
+    Why this is sound for every loss trained here: each is bounded below by 0 (deviation loss, focal
+    loss, cross-entropy, squared distances, distillation losses) and is minimised from its value at
+    initialisation (DevNet's deviation loss starts near margin / 2 = 2.5 with balanced batches), so a
+    healthy run ends at or below where it started, up to batch noise, which averaging a tenth of the
+    steps and the factor 10 absorb. An optimiser that overshoots drives the outputs and the loss up by
+    orders of magnitude without reaching inf: DevNet with ``lr=1e6`` at the quick budget went from 2.3
+    to 1.6e13 within its first epoch and still ended at 3.9e10, so its first epochs are no reference;
+    the loss before the first update is. A run of one step cannot be judged (None).
+    """
+    n = len(step_losses)
+    if n < 2:
+        return None
+    k = max(1, n // 10)
+    initial = float(step_losses[0])
+    last = float(np.mean(step_losses[-k:]))
+    if last > factor * initial:
+        return (f"training loss rose from {initial:.4g} at initialisation to {last:.4g} (mean of the last "
+                f"{k} of {n} steps), more than {factor:g}x: the optimisation diverged (learning rate too "
+                "high?)")
+    return None
+
+
+def divergence_flags(step_losses: Sequence[float], phase: str = "") -> list[dict[str, str]]:
+    """``[{"flag": "diverged", "reason": ...}]`` when :func:`divergence` finds one, else ``[]``."""
+    reason = divergence(step_losses)
+    if reason is None:
+        return []
+    return [{"flag": "diverged", "reason": f"{phase}: {reason}" if phase else reason}]
 
 
 def chunks(n: int, size: int) -> list[slice]:

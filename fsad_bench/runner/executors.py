@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import threading
@@ -88,6 +89,36 @@ class ExecConfig:
         c = self.cluster
         if c.cluster_jobs < 1 or c.cores < 1 or c.gpus_per_job < 0:
             raise UserError("--cluster-jobs and --cores must be >= 1, --gpus-per-job >= 0")
+        check_device(self.device, local=self.executor == "local")
+
+
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def check_device(device: str, local: bool = True) -> None:
+    """``--device`` is auto, cpu, cuda or a comma-separated list of cuda:N; with ``local`` (the cells run
+    on this machine) every GPU it names must exist here. On dask each worker resolves it on its own
+    machine, so there only the syntax is checked."""
+    if device == "auto":
+        return
+    names = [d.strip() for d in device.split(",") if d.strip()]
+    bad = [d for d in names if not _DEVICE.fullmatch(d)]
+    if bad or not names:
+        raise UserError(f"--device {device!r}: {bad[0] if bad else 'empty'} is no device; use auto, cpu, "
+                        "cuda or a list like cuda:0,cuda:1")
+    gpus = [d for d in names if d.startswith("cuda")]
+    if not local or not gpus:
+        return
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise UserError(f"--device {device}: no CUDA GPU is visible here (torch.cuda.is_available() is "
+                        "False); use --device cpu or --device auto")
+    missing = [d for d in gpus if d != "cuda" and int(d.split(":")[1]) >= count]
+    if missing:
+        raise UserError(f"--device {device}: there is no {missing[0]}; this machine has {count} CUDA GPU(s): "
+                        f"{', '.join(f'cuda:{i}' for i in range(count))}")
 
 
 def resolve_device(device: str) -> list[str]:

@@ -3,6 +3,10 @@
 Hyper-parameters of a cell: :func:`fsad_bench.config.resolve_method_config` (the detector's
 defaults, the budget's table for the method, ``--weights``, ``--set``), resolved once per method
 and grid; the protocol's swept hyper-parameters (``[method_settings]``) come on top per cell.
+
+Everything that can be checked without running a cell is checked here, before the store is opened:
+names, hyper-parameter types and ranges, image sizes against each method's minimum, seeds. A method,
+dataset or seed given twice runs once, and so does any other pair of cells with the same key.
 """
 
 from __future__ import annotations
@@ -15,9 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from fsad_bench.config import ResolvedMethod, config_fields, parse_overrides, resolve_method_config
-from fsad_bench.data.layout import scan_category
+from fsad_bench.data.layout import check_utf8_name, scan_category
 from fsad_bench.data.registry import categories, data_version, dataset_dir, info, is_present
+from fsad_bench.detectors.hparams import NonNegInt, PositiveInt, validate_value
+from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import UserError
 from fsad_bench.input_size import cell_input_size, img_size_is_explicit
 from fsad_bench.models.backbones import ensure_weights
@@ -51,6 +59,23 @@ def elpv_package_installed() -> bool:
     return importlib.util.find_spec("elpv_dataset") is not None
 
 
+def _checked_int(raw: Any, what: str, adapter: TypeAdapter) -> int:
+    try:
+        return validate_value(adapter, raw, False)
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"]
+        raise UserError(f"bad {what} {raw!r}: {msg[:1].lower()}{msg[1:]}") from None
+
+
+_IMG_SIZE = TypeAdapter(PositiveInt)
+_SEED = TypeAdapter(NonNegInt)
+
+
+def _unique(items: list[Any]) -> list[Any]:
+    """``items`` without repeats, in their first order (``--seeds 0,0`` runs seed 0 once)."""
+    return list(dict.fromkeys(items))
+
+
 def resolve_datasets(spec: ProtocolSpec, req: GridRequest) -> tuple[list[str], list[str]]:
     """(datasets to run, real datasets of the spec that are missing).
 
@@ -63,7 +88,7 @@ def resolve_datasets(spec: ProtocolSpec, req: GridRequest) -> tuple[list[str], l
             info(name, req.data_root)  # unknown name -> UserError
             if not is_present(name, req.data_root):
                 categories(name, req.data_root)  # raises the DataError that says how to fix it
-        return list(req.datasets), []
+        return _unique(req.datasets), []
     present = [d for d in spec.datasets if is_present(d, req.data_root)]
     missing = [d for d in spec.datasets if d not in present]
     if present:
@@ -99,8 +124,21 @@ def _prepare_auto_dataset(spec: ProtocolSpec, root: Path) -> None:
 
 def resolve_methods(spec: ProtocolSpec, req: GridRequest) -> list[str]:
     if not req.methods or req.methods == ["all"]:
-        return list(spec.methods)
-    return list(req.methods)
+        return _unique(spec.methods)
+    return _unique(req.methods)
+
+
+def check_img_size(method: str, config: Any, img_size: int, dataset: str = "") -> None:
+    """UserError when ``img_size`` is below what ``method`` needs with ``config`` (its backbone's
+    minimum at every scale, see ``Detector.min_img_size``); ``dataset``: the size is that dataset's
+    native one (the budget's was capped to it)."""
+    need = load_detector(method).min_img_size(config)
+    if img_size >= need:
+        return
+    arch = ", ".join(f"{k} {getattr(config, k)}" for k in ("backbone", "n_scales") if hasattr(config, k))
+    where = f" ({dataset} runs at its native {img_size} px)" if dataset else ""
+    raise UserError(f"img_size {img_size} is below {method}'s minimum of {need} px"
+                    f"{f' ({arch})' if arch else ''}{where}; use --set {method}.img_size={need} or larger")
 
 
 def resolve_grid_methods(spec: ProtocolSpec, budget: Budget, methods: list[str], req: GridRequest
@@ -109,6 +147,8 @@ def resolve_grid_methods(spec: ProtocolSpec, budget: Budget, methods: list[str],
     ``--set`` keys checked against the run's methods and the needed ImageNet weights against the cache."""
     overrides = parse_overrides(req.overrides)
     resolved = {m: resolve_method_config(budget, m, req.weights, overrides) for m in methods}
+    for m, r in resolved.items():
+        check_img_size(m, r.config, r.img_size)
     known_keys = set().union(*(config_fields(r.cls) for r in resolved.values())) | {"img_size"}
     for key in overrides:
         target, dot, name = key.rpartition(".")
@@ -133,9 +173,12 @@ def build_cells(spec: ProtocolSpec, req: GridRequest) -> tuple[list[Cell], list[
     per_method = resolve_grid_methods(spec, budget, methods, req)
     datasets, missing = resolve_datasets(spec, req)
     seeds = req.seeds if req.seeds is not None else spec.seeds
+    seeds = _unique([_checked_int(s, "seed", _SEED) for s in seeds])
     cells = []
     for dataset in datasets:
         cats = categories(dataset, req.data_root)
+        for cat in cats:  # the store and reports hold category names as UTF-8 text
+            check_utf8_name(dataset_dir(dataset, req.data_root) / cat)
         if dataset in spec.categories:
             cats = [c for c in cats if c in spec.categories[dataset]]
         for category in cats:
@@ -148,6 +191,8 @@ def build_cells(spec: ProtocolSpec, req: GridRequest) -> tuple[list[Cell], list[
                     # Mastcam is never upsampled (its native 64 px, as the paper's); see input_size
                     img_size = cell_input_size(dataset, resolved.img_size,
                                                img_size_is_explicit(parse_overrides(req.overrides), method))
+                    if img_size != resolved.img_size:  # capped to the dataset's native size
+                        check_img_size(method, resolved.config, img_size, dataset)
                     for seed in seeds:
                         cells.append(Cell(
                             spec.name, spec.split, dataset, category, method, seed, setting, budget.name,
@@ -155,7 +200,13 @@ def build_cells(spec: ProtocolSpec, req: GridRequest) -> tuple[list[Cell], list[
                             str(req.data_root) if req.data_root else None,
                             {**split_kwargs, **spec.split_args}, spec.pixel_metrics,
                             version))
-    return attach_provenance(cells), missing  # keys cover the data's content and the detector's code
+    cells = attach_provenance(cells)  # keys cover the data's content and the detector's code
+    unique = list({c.key: c for c in cells}.values())  # e.g. a setting listed twice in a spec
+    if not unique:
+        raise UserError(f"the grid of protocol {spec.name} has no cells (seeds: {seeds}, methods: {methods}, "
+                        f"datasets: {datasets}); check --seeds, --methods, --datasets and the spec's "
+                        "[categories]")
+    return unique, missing
 
 
 def _expand_settings(spec: ProtocolSpec, dataset: str, category: str, root: Path | None

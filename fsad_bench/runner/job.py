@@ -164,6 +164,12 @@ def _pixel_metrics(detector: Any, images: np.ndarray, masks: np.ndarray, test_id
     return pixel_metrics(maps, masks[test_idx], test_labels), examples
 
 
+def _flags(raw: Any) -> list[dict[str, str]]:
+    """A detector's ``flags`` as ``[{"flag": name, "reason": text}]`` (a plugin may give plain names)."""
+    return [{"flag": str(f.get("flag", "flag")), "reason": str(f.get("reason", ""))} if isinstance(f, dict)
+            else {"flag": str(f), "reason": ""} for f in raw or []]
+
+
 def failed_result(cell: Cell, device: str, error: str = "") -> CellResult:
     """The record of ``cell`` as failed; ``run_cell`` starts from it and fills it in when the cell
     succeeds, an executor stores it as is when the cell's worker vanished."""
@@ -211,9 +217,12 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> Cel
         train = TrainSet(data.images[split.train_idx], split.train_labels, seed=cell.seed, device=device)
         detector.fit(train)
         scores = np.asarray(detector.score(data.images[split.test_idx]), dtype=np.float64)
-        if scores.shape != (len(split.test_idx),) or not np.all(np.isfinite(scores)):
-            raise RuntimeError(f"detector returned {scores.shape} scores with non-finite values "
-                               f"(expected {len(split.test_idx)} finite)")
+        if scores.shape != (len(split.test_idx),):
+            raise RuntimeError(f"detector returned scores of shape {scores.shape} for "
+                               f"{len(split.test_idx)} test images (expected shape ({len(split.test_idx)},))")
+        if not np.all(np.isfinite(scores)):
+            raise RuntimeError(f"detector returned {int((~np.isfinite(scores)).sum())} non-finite scores "
+                               f"(NaN or inf) of {len(scores)}")
         metrics = image_metrics(split.test_labels, scores)
         if cell.pixel_metrics:
             pixel, examples = _pixel_metrics(detector, data.images, data.masks, split.test_idx,
@@ -226,6 +235,7 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> Cel
         if cell.pixel_metrics:
             result.scores["examples"] = examples
         result.info = {**detector.info, **precision}
+        result.flags = _flags(getattr(detector, "flags", []))
         result.status = "ok"
     except SkipCell as exc:
         result.status, result.error = "skipped", str(exc)

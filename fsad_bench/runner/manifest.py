@@ -48,6 +48,7 @@ class RunSummary:
     ok: int = 0
     failed: list[CellResult] = field(default_factory=list)
     not_applicable: list[CellResult] = field(default_factory=list)
+    flagged: list[CellResult] = field(default_factory=list)  # ran ok, but suspect (e.g. diverged)
     not_run: int = 0          # cells left for the next run when the executor gave up
     worker_deaths: int = 0    # cells whose worker process died under them (stored as failed)
     stopped: str = ""         # why the run stopped before the end ("" = it did not)
@@ -177,6 +178,7 @@ class RunManifest:
         self.data["summary"] = {
             "total": summary.total, "already_finished": summary.skipped, "ok": summary.ok,
             "failed": len(summary.failed), "not_applicable": len(summary.not_applicable),
+            "flagged": len(summary.flagged),
             "not_run": summary.not_run, "worker_deaths": summary.worker_deaths,
             "stopped": summary.stopped, "error": error,
         }

@@ -57,6 +57,11 @@ def run_grid(cells: list[Cell], store: ResultStore, jobs: int | None = None, dev
                 summary.ok += 1
                 bar.set_postfix_str(f"{result.dataset}/{result.category} {result.method} "
                                     f"AUC={result.auc_roc:.3f}", refresh=False)
+                if result.flags:
+                    summary.flagged.append(result)
+                    bar.write(f"FLAGGED {result.dataset}/{result.category} {result.method} "
+                              f"seed={result.seed}: " + "; ".join(f"{f['flag']}: {f['reason']}"
+                                                                  for f in result.flags))
             elif result.status == "skipped":
                 summary.not_applicable.append(result)
                 bar.write(f"not applicable: {result.dataset}/{result.category} {result.method} "
