@@ -15,7 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from fsad_bench.detectors.base import Detector
+from fsad_bench.detectors.hparams import PositiveInt, validate_value
 from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import UserError
 from fsad_bench.protocol import Budget
@@ -60,14 +63,17 @@ def parse_overrides(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _img_size(raw: Any, source: str) -> int:
+def checked_int(raw: Any, what: str, adapter: TypeAdapter) -> int:
+    """``raw`` validated by ``adapter`` (strict: "3.5" or "abc" is no int); a one-line UserError naming
+    ``what`` otherwise."""
     try:
-        size = int(raw)
-    except (TypeError, ValueError):
-        raise UserError(f"bad img_size {raw!r} ({source}): expected a whole number of pixels") from None
-    if isinstance(raw, float) and raw != size:
-        raise UserError(f"bad img_size {raw!r} ({source}): expected a whole number of pixels")
-    return size
+        return validate_value(adapter, raw, False)
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"]
+        raise UserError(f"bad {what} {raw!r}: {msg[:1].lower()}{msg[1:]}") from None
+
+
+IMG_SIZE = TypeAdapter(PositiveInt)
 
 
 def resolve_method_config(budget: Budget, method: str, weights: str | None = None,
@@ -81,7 +87,7 @@ def resolve_method_config(budget: Budget, method: str, weights: str | None = Non
     cls = load_detector(method)
     fields = config_fields(cls)
     params = budget.method_params(method)
-    img_size = _img_size(params.pop("img_size", budget.img_size), f"budget {budget.name}, {method}")
+    img_size = checked_int(params.pop("img_size", budget.img_size), f"img_size of {method}", IMG_SIZE)
     if "weights" in fields:
         params.setdefault("weights", budget.weights)
         if weights:
@@ -91,7 +97,7 @@ def resolve_method_config(budget: Budget, method: str, weights: str | None = Non
         if dot and target != method:
             continue
         if name == "img_size":
-            img_size = _img_size(value, f"--set {key}")
+            img_size = checked_int(value, f"--set {key}", IMG_SIZE)
         elif name in fields or dot:
             params[name] = value
     return ResolvedMethod(method, cls, img_size, cls.config_from_params(params))

@@ -19,12 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
 
-from fsad_bench.config import ResolvedMethod, config_fields, parse_overrides, resolve_method_config
+from fsad_bench.config import (
+    ResolvedMethod,
+    checked_int,
+    config_fields,
+    parse_overrides,
+    resolve_method_config,
+)
 from fsad_bench.data.layout import check_utf8_name, scan_category
 from fsad_bench.data.registry import categories, data_version, dataset_dir, info, is_present
-from fsad_bench.detectors.hparams import NonNegInt, PositiveInt, validate_value
+from fsad_bench.detectors.hparams import NonNegInt
 from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import UserError
 from fsad_bench.input_size import cell_input_size, img_size_is_explicit
@@ -59,15 +65,6 @@ def elpv_package_installed() -> bool:
     return importlib.util.find_spec("elpv_dataset") is not None
 
 
-def _checked_int(raw: Any, what: str, adapter: TypeAdapter) -> int:
-    try:
-        return validate_value(adapter, raw, False)
-    except ValidationError as exc:
-        msg = exc.errors()[0]["msg"]
-        raise UserError(f"bad {what} {raw!r}: {msg[:1].lower()}{msg[1:]}") from None
-
-
-_IMG_SIZE = TypeAdapter(PositiveInt)
 _SEED = TypeAdapter(NonNegInt)
 
 
@@ -173,7 +170,7 @@ def build_cells(spec: ProtocolSpec, req: GridRequest) -> tuple[list[Cell], list[
     per_method = resolve_grid_methods(spec, budget, methods, req)
     datasets, missing = resolve_datasets(spec, req)
     seeds = req.seeds if req.seeds is not None else spec.seeds
-    seeds = _unique([_checked_int(s, "seed", _SEED) for s in seeds])
+    seeds = _unique([checked_int(s, "seed", _SEED) for s in seeds])
     cells = []
     for dataset in datasets:
         cats = categories(dataset, req.data_root)
