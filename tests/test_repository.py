@@ -14,8 +14,8 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 #: What ships or documents the project (results/ holds run outputs, except the published numbers).
-SCANNED = ["fsad_bench", "baselines", "protocols", "tests", "examples", "results/paper", ".ci", "README.md",
-           "pyproject.toml", "tox.ini"]
+SCANNED = ["fsad_bench", "baselines", "protocols", "tests", "examples", "benchmarks", "docs", "results/paper",
+           ".ci", "README.md", "pyproject.toml", "tox.ini"]
 #: A reference to a document: a file name ending .md or .rst (with its folders), a path under
 #: docs/, or one under a shared/ folder (material outside the repository).
 DOC_REF = re.compile(r"(?<![\w./-])((?:[\w.-]+/)*[\w.-]+\.(?:md|rst)\b|(?:docs|shared)/[\w./-]*[\w/])")
@@ -42,7 +42,7 @@ def _scanned_files() -> list[Path]:
     out = []
     for name in SCANNED:
         path = ROOT / name
-        files = [path] if path.is_file() else sorted(path.rglob("*"))
+        files = [path] if path.is_file() else sorted(path.rglob("*"))  # a missing folder: no files
         out += [f for f in files if f.is_file() and f.suffix in {".py", ".md", ".toml", ".ini", ".csv", ""}
                 and "__pycache__" not in f.parts and f.name != Path(__file__).name]
     return out
