@@ -36,12 +36,13 @@ if TYPE_CHECKING:
 #: budget and image size. Measured here: every q1 cell of the embedded synthetic dataset (3 categories,
 #: seed 0, decoded-image cache warm) run by ``run_cell`` with one torch thread; the median over the
 #: categories of the process CPU time, i.e. about the wall time on one free core of this Xeon (torch
-#: 2.14.1). The machine was shared (load average ~12 on 2 cores), so wall times were 5-8x these. A
-#: real dataset with more images takes longer; a GPU is faster at the paper budget, which has no
-#: default (hours on a CPU: see README, Benchmark).
+#: 2.14.1). Smoke was measured on a shared machine (load average ~12 on 2 cores, wall times 5-8x
+#: these), quick (its 100-250-step schedule) on a quiet one (load average < 2). A real dataset with
+#: more images takes somewhat longer (scoring, BatchNorm recalibration); a GPU is faster at the paper
+#: budget, which has no default (hours on a CPU: see README, Benchmark).
 DEFAULT_CELL_SECONDS: dict[str, dict[str, float]] = {
     "smoke": {"kdad": 0.95, "dsvdd": 0.78, "deepsad": 0.22, "flos": 0.29, "minns": 0.18, "devnet": 0.29},
-    "quick": {"kdad": 3.53, "dsvdd": 1.52, "deepsad": 0.35, "flos": 2.76, "minns": 1.90, "devnet": 2.68},
+    "quick": {"kdad": 10.2, "dsvdd": 12.2, "deepsad": 2.47, "flos": 5.16, "minns": 3.61, "devnet": 4.63},
 }
 DEFAULTS_MEASURED_ON = "synthetic, one CPU thread"
 
@@ -145,8 +146,9 @@ def _not_importable(cls: type) -> str:
 
 # --- the grid -------------------------------------------------------------------------------------
 
-def _grid(req: RunRequest) -> _Grid:
-    """Resolve the request into cells (validating every name and hyper-parameter)."""
+def _grid(req: RunRequest, prepare_datasets: bool = True) -> _Grid:
+    """Resolve the request into cells (validating every name and hyper-parameter); with
+    ``prepare_datasets`` False it raises AutoDatasetPending instead of preparing ELPV."""
     from fsad_bench.detectors.registry import registered_for_run
     from fsad_bench.paths import check_output_dir, default_results_dir
     from fsad_bench.protocol import load_protocol
@@ -159,7 +161,8 @@ def _grid(req: RunRequest) -> _Grid:
     run_classes = {**classes, **{_class_path(c): c for c in classes.values()}}
     with registered_for_run(run_classes):
         cells, missing = build_cells(spec, GridRequest(names, req.datasets, req.seeds, req.budget,
-                                                       req.weights, list(req.overrides), req.data_root))
+                                                       req.weights, list(req.overrides), req.data_root,
+                                                       prepare_datasets))
     for cell in cells:
         if cell.method in classes:
             cell.detector = _class_path(classes[cell.method])
@@ -304,6 +307,7 @@ class GridPlan:
     state: dict[str, str]          # key -> stored status ('ok', 'skipped', 'failed'); absent: never run
     estimates: dict[tuple[str, str], Estimate]  # (method, dataset) -> per-cell estimate
     workers: int | None            # local worker processes; None on a cluster
+    pending: str = ""              # why the grid is not known yet (a dataset a real run would prepare)
 
     def to_run(self) -> list[Cell]:
         return [c for c in self.cells if self.state.get(c.key) not in ("ok", "skipped")]
@@ -326,6 +330,8 @@ class GridPlan:
                  f"{self.budget.name}, {len(self.cells)} cells -> {self.out}"]
         if self.missing:
             lines.append(f"datasets not present under the data root: {', '.join(self.missing)}")
+        if self.pending:
+            return "\n".join(lines + [self.pending]) + "\n"
         if df.empty:
             return "\n".join(lines + ["the grid is empty"]) + "\n"
         settings = sorted({",".join(f"{k}={v}" for k, v in sorted(c.setting.items())) for c in self.cells})
@@ -399,9 +405,17 @@ def _estimates(cells: list[Cell], stored: pd.DataFrame | None) -> dict[tuple[str
 def plan(req: RunRequest) -> GridPlan:
     """The dry run: resolve the grid and read the store, without running, creating or writing anything
     (no results folder, store, manifest, cluster connection or MLflow run)."""
+    from fsad_bench.paths import check_output_dir, default_results_dir
+    from fsad_bench.protocol import load_protocol
     from fsad_bench.runner.executors import plan_slots, resolve_device
+    from fsad_bench.runner.generator import AutoDatasetPending
 
-    g = _grid(req)
+    try:
+        g = _grid(req, prepare_datasets=False)  # a dry run writes nothing, not even a prepared dataset
+    except AutoDatasetPending as pending:
+        spec = load_protocol(req.protocol)
+        out = check_output_dir(Path(req.out) if req.out is not None else default_results_dir(spec.name))
+        return GridPlan(spec, spec.budget(req.budget), out, [], [], {}, {}, None, str(pending))
     stored = _stored(g.out)
     keys = {c.key for c in g.cells}
     state = {} if stored is None else {k: s for k, s in zip(stored["key"], stored["status"]) if k in keys}
@@ -471,7 +485,7 @@ def run(protocol: str = "q1", methods: Sequence[str | type[Detector]] | None = N
     if dry_run:
         p = plan(req)
         df = p.frame()
-        df.attrs.update(out=str(p.out), to_run=len(p.to_run()))
+        df.attrs.update(out=str(p.out), to_run=len(p.to_run()), pending=p.pending)
         return df
     outcome = execute(req)
     df = outcome.frame()

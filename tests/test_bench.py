@@ -192,6 +192,22 @@ def test_step_clock_times_each_optimiser_separately_after_warmup():
     assert [n for n, _ in clock.phases(warmup=2)] == [2, 1]
 
 
+def test_step_clock_keeps_a_freed_phase_optimiser_apart_from_the_next_one():
+    """Deep SVDD's autoencoder optimiser is freed after pretraining; CPython then often gives the
+    one-class optimiser the same id(), which merged both phases into one count."""
+    def phase(steps: int) -> None:
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([p], lr=0.1)
+        for _ in range(steps):
+            p.grad = torch.ones(1)
+            opt.step()
+
+    with bench.StepClock("cpu") as clock:
+        for _ in range(5):
+            phase(2)  # each optimiser unreachable as soon as its phase returns
+    assert clock.counts() == [2] * 5
+
+
 def _declared(method: str, budget: str = "paper", n_train: int = 250, n_normal: int = 240):
     """(phases as (steps, images per step), image size) that ``method`` declares at ``budget``."""
     r = resolve_method_config(Q1.budget(budget), method, weights="none")

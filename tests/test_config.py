@@ -19,7 +19,7 @@ def test_budget_then_weights_then_set_in_that_order():
     quick = Q1.budget("quick")
     r = resolve_method_config(quick, "devnet")
     assert (r.img_size, r.config.backbone, r.config.weights) == (64, "resnet18_w16", "none")
-    assert r.config.epochs == 4
+    assert r.config.epochs == 10
     assert r.params["steps_per_epoch"] == 10 and r.detector().config is r.config
     r = resolve_method_config(quick, "devnet", "imagenet", parse_overrides(
         ["epochs=7", "devnet.lr=0.5", "flos.lr=9", "img_size=96", "weights=none"]))

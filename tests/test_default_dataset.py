@@ -85,3 +85,20 @@ def test_a_broken_package_is_a_one_line_error_naming_the_way_out(auto_elpv, monk
         _datasets()
     assert "\n" not in str(info.value)
     assert not (auto_elpv / "data" / "elpv").exists()
+
+
+def test_a_dry_run_never_prepares_elpv_and_says_what_a_real_run_would_do(auto_elpv, monkeypatch, capsys):
+    from fsad_bench.cli import main
+
+    site = auto_elpv / "site"
+    fake_elpv_package(str(site))
+    monkeypatch.syspath_prepend(str(site))
+    out = auto_elpv / "results"
+    assert main(["run", "--protocol", "q1", "--methods", "devnet", "--budget", "smoke", "--out", str(out),
+                 "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "dry run (nothing is run or written)" in text
+    assert "a real run first prepares ELPV from the installed elpv-dataset package" in text
+    assert "fsad-bench data prepare elpv" in text
+    assert not (auto_elpv / "data").exists() and not out.exists()  # nothing prepared, nothing written
+    assert _datasets() == {"elpv"}  # the real run still prepares it

@@ -51,6 +51,7 @@ class GridRequest:
     weights: str | None = None
     overrides: list[str] = field(default_factory=list)  # raw "key=value" strings
     data_root: Path | None = None
+    prepare_datasets: bool = True  # False (the dry run): never prepare ELPV, see AutoDatasetPending
 
 
 #: The one real dataset whose images install from PyPI (``pip install "fsad-bench[elpv]"``). When none
@@ -59,6 +60,11 @@ class GridRequest:
 #: (or an explicit ``--datasets``) turns this off.
 AUTO_DATASET = "elpv"
 AUTO_DATASET_ENV = "FSAD_AUTO_ELPV"
+
+
+class AutoDatasetPending(Exception):
+    """Raised instead of preparing ELPV when the request must not write (``--dry-run``): the grid
+    on it is unknown until it is prepared (its cells' keys cover the prepared files' content)."""
 
 
 def elpv_package_installed() -> bool:
@@ -93,6 +99,13 @@ def resolve_datasets(spec: ProtocolSpec, req: GridRequest) -> tuple[list[str], l
     root = data_root(req.data_root)
     if AUTO_DATASET in spec.datasets and os.environ.get(AUTO_DATASET_ENV, "1") != "0":
         if elpv_package_installed():
+            if not req.prepare_datasets:
+                raise AutoDatasetPending(
+                    f"no dataset of protocol {spec.name} is prepared under {root}: a real run first "
+                    f"prepares ELPV from the installed elpv-dataset package into {root / AUTO_DATASET} "
+                    f"(once, about 40 s) and runs on it; `fsad-bench data prepare {AUTO_DATASET}` prepares "
+                    f"it now, after which --dry-run shows its grid (--datasets synthetic or "
+                    f"{AUTO_DATASET_ENV}=0 runs the embedded dataset instead)")
             _prepare_auto_dataset(spec, root)
             return [AUTO_DATASET], [d for d in missing if d != AUTO_DATASET]
         print(f"no dataset of protocol {spec.name} is prepared under {root}: running on the embedded "
