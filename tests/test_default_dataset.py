@@ -3,6 +3,8 @@ installed elpv-dataset package, else the embedded synthetic; the choice and its 
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -35,6 +37,8 @@ def fake_elpv_package(site: str, n_normal: int = 40, n_per_type: int = 12, size:
 
 @pytest.fixture
 def auto_elpv(monkeypatch, tmp_path):
+    # the real package may be installed and imported by an earlier test: find_spec would return it
+    monkeypatch.delitem(sys.modules, "elpv_dataset", raising=False)
     monkeypatch.setenv("FSAD_AUTO_ELPV", "1")
     monkeypatch.setenv("FSAD_DATA", str(tmp_path / "data"))
     return tmp_path
