@@ -212,7 +212,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         try:
             output.write_text(text)
         except OSError as exc:
-            raise UserError(f"cannot write the report to {output}: {exc.strerror or exc}") from None
+            raise UserError(f"cannot write the report to {output}: {exc.strerror or exc}; -o FILE writes it "
+                            "elsewhere") from None
         print(f"report written to {output}", file=sys.stderr)
     else:
         sys.stdout.write(text)

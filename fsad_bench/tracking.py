@@ -111,6 +111,10 @@ class MlflowTracker:
             scores["pixel_auc_each"] = result.metrics["pixel_auc_each"]
         if scores:
             self.client.log_dict(run_id, scores, "scores.json")
+        figure = score_figure(result)
+        if figure is not None:
+            self.client.log_figure(run_id, figure, "figures/scores.png")
+            figure.clf()
         for example in result.scores.get("examples", []):
             for part in ("image", "mask", "map"):
                 self.client.log_image(run_id, _decode_png(example[part]),
@@ -118,6 +122,38 @@ class MlflowTracker:
         self.client.set_terminated(run_id, "FINISHED" if result.status in ("ok", "skipped") else "FAILED")
         self.logged += 1
         return run_id
+
+
+def score_figure(result: CellResult) -> Any:
+    """The cell's test scores as a figure (a histogram per label and the ROC curve), or None when the
+    cell has no scores of both labels. A matplotlib Figure not attached to pyplot (no global state)."""
+    import numpy as np
+    from matplotlib.figure import Figure
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    scores = np.asarray(result.scores.get("scores", []), dtype=float)
+    labels = np.asarray(result.scores.get("labels", []), dtype=int)
+    if len(scores) == 0 or len(scores) != len(labels) or len(set(labels.tolist())) < 2:
+        return None
+    fig = Figure(figsize=(8, 3.2))
+    hist, roc = fig.subplots(1, 2)
+    bins = np.histogram_bin_edges(scores, bins=30)
+    for label, name, colour in ((0, "normal", "tab:blue"), (1, "anomaly", "tab:red")):
+        hist.hist(scores[labels == label], bins=bins, alpha=0.6, color=colour,
+                  label=f"{name} ({int((labels == label).sum())})")
+    hist.set_xlabel("anomaly score")
+    hist.set_ylabel("test images")
+    hist.legend(fontsize=8)
+    fpr, tpr, _ = roc_curve(labels, scores)
+    roc.plot(fpr, tpr, color="black")
+    roc.plot([0, 1], [0, 1], color="grey", linestyle=":")
+    roc.set_xlabel("false positive rate")
+    roc.set_ylabel("true positive rate")
+    roc.set_title(f"AUC-ROC {roc_auc_score(labels, scores):.3f}", fontsize=9)
+    fig.suptitle(f"{result.dataset}/{result.category} {result.method} seed={result.seed} "
+                 f"(budget {result.budget})", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def _decode_png(b64: str) -> Any:

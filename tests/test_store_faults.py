@@ -189,6 +189,17 @@ def test_read_only_results_folder_can_be_reported(data_root, tmp_path, capsys):
             assert store.readonly and len(store.done_keys()) == 3
         assert main(["report", str(out), "--format", "csv"]) == 0
         assert "BrainMRI" in capsys.readouterr().out
+        # markdown and html too: their figures go to the user's cache, which the report names
+        assert main(["report", str(out)]) == 0
+        captured = capsys.readouterr()
+        assert "cannot be written" in captured.err and "report-figures" in captured.err
+        figures = [Path(line.split("figure: ", 1)[1]) for line in captured.out.splitlines() if "figure: " in line]
+        assert figures and all(f.is_file() and out not in f.parents for f in figures)
+        assert main(["report", str(out), "--format", "html"]) == 2  # its default file is in the folder
+        line = _one_error_line(capsys.readouterr().err)
+        assert "report.html" in line and "-o FILE" in line
+        assert main(["report", str(out), "--format", "html", "-o", str(tmp_path / "r.html")]) == 0
+        assert "<img" in (tmp_path / "r.html").read_text()
         assert main(_run_args(data_root, out)) == 2
         line = _one_error_line(capsys.readouterr().err)  # refused before the grid, store untouched
         assert str(out) in line and "not writable" in line

@@ -57,6 +57,9 @@ def test_each_stored_cell_is_one_mlflow_run_with_params_metrics_tags_split(data_
         assert json.load(open(local)) == row["manifest"]
         scores = json.load(open(client.download_artifacts(run.info.run_id, "scores.json", str(tmp_path))))
         assert scores["labels"] == row["scores"]["labels"]
+        figure = client.download_artifacts(run.info.run_id, "figures/scores.png", str(tmp_path))
+        with open(figure, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"  # the score histogram and ROC curve
     # a rerun finds every cell finished: nothing new is logged
     assert run_cli(data_root, out, str(file_store), "--mlflow-experiment", "demo", "--set", "power=2") == 0
     assert len(runs_of(uri, "demo")[1]) == 2
@@ -84,7 +87,7 @@ def test_a_database_store_works_too(data_root, tmp_path, monkeypatch):
     client, runs = runs_of(uri, "db")
     assert len(runs) == 2 and (tmp_path / "mlruns").is_dir()
     artefacts = {f.path for f in client.list_artifacts(runs[0].info.run_id)}
-    assert artefacts == {"scores.json", "split_manifest.json"}
+    assert artefacts == {"figures", "scores.json", "split_manifest.json"}
 
 
 def test_missing_mlflow_is_one_line_naming_the_extra(data_root, tmp_path, monkeypatch, capsys):

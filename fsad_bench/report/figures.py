@@ -7,7 +7,9 @@ says whether it is comparable with the paper."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import sys
 import textwrap
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from matplotlib.colors import Normalize  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
+from fsad_bench.paths import cache_dir  # noqa: E402
 from fsad_bench.report.presentation import ReportSpec  # noqa: E402
 from fsad_bench.report.stats import RankTest  # noqa: E402
 from fsad_bench.report.tables import Table  # noqa: E402
@@ -196,9 +199,33 @@ def cd_diagram(test: RankTest, out_dir: Path, stem: str, title: str, names: dict
 
 
 def _save(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
+    """``out_dir/stem.png`` and ``.pdf``; where ``out_dir`` cannot be written (a read-only results
+    folder), the same files in :func:`fallback_figures_dir` instead, said once on stderr."""
+    try:
+        paths = _write(fig, out_dir, stem)
+    except OSError as exc:
+        other = fallback_figures_dir(out_dir)
+        if other not in _SAID:
+            _SAID.add(other)
+            print(f"{out_dir} cannot be written ({exc.strerror or exc}): the report's figures go to {other}",
+                  file=sys.stderr)
+        paths = _write(fig, other, stem)
+    plt.close(fig)
+    return paths
+
+
+def _write(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.pdf"]
     for p in paths:
         fig.savefig(p, dpi=150)
-    plt.close(fig)
     return paths
+
+
+def fallback_figures_dir(out_dir: Path) -> Path:
+    """This user's cache folder for the figures of ``out_dir``, named after it (one per folder)."""
+    digest = hashlib.sha256(str(out_dir.resolve()).encode()).hexdigest()[:12]
+    return cache_dir() / "report-figures" / f"{out_dir.resolve().parent.name}-{digest}"
+
+
+_SAID: set[Path] = set()  # fallback folders already announced in this process
