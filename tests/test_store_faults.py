@@ -193,7 +193,8 @@ def test_read_only_results_folder_can_be_reported(data_root, tmp_path, capsys):
         assert main(["report", str(out)]) == 0
         captured = capsys.readouterr()
         assert "cannot be written" in captured.err and "report-figures" in captured.err
-        figures = [Path(line.split("figure: ", 1)[1]) for line in captured.out.splitlines() if "figure: " in line]
+        figures = [Path(line.split("figure: ", 1)[1]) for line in captured.out.splitlines()
+                   if "figure: " in line]
         assert figures and all(f.is_file() and out not in f.parents for f in figures)
         assert main(["report", str(out), "--format", "html"]) == 2  # its default file is in the folder
         line = _one_error_line(capsys.readouterr().err)
