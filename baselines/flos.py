@@ -38,7 +38,8 @@ budget's; the two others are ours, for those who want FLOS as a working classifi
   average (DevNet's phi untouched). Sound in principle, but Adam moves a single scalar by at most
   ~lr per step: under DevNet's schedule (lr 2e-4, x0.1 every 10 of 50 epochs of 20 steps) b can
   reach only about -0.044, so normals stay at p ~ 0.49 - practically the authors' wiring.
-  (Measured: b = -0.034 after the quick budget's 40 steps at lr 1e-3, moving at that limit.)
+  (Measured: b = -0.034 after 40 steps at lr 1e-3, the quick budget's earlier schedule: moving at
+  that limit.)
 
 Deviations and why:
 

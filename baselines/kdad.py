@@ -79,7 +79,7 @@ runs (their 128 px for MVTec). Their degenerate-map case (p99 == min: a division
 handled as for DevNet (:mod:`fsad_bench.models.saliency`).
 
 CPU budgets (protocols/q1.toml) are not the paper's settings: ``quick`` uses 32 px (VGG16 at 64 px
-alone costs ~9 s of CPU for a cell's 320 images), 4 epochs, batch 16, lr 3e-3 (few steps), the bf16
+alone costs ~9 s of CPU for a cell's 320 images), 250 steps (``max_steps``) of batch 16, lr 3e-3, the bf16
 teacher, and ``input_norm = "imagenet"``: with a *random* teacher, all-positive [0, 1] inputs gave
 AUC ~0.54 on the synthetic data against ~0.63-0.68 for zero-centred inputs (9 cells each), and the
 authors use ImageNet mean/std themselves for CIFAR-10.
