@@ -38,7 +38,9 @@ Decisions (deviations) and why:
   running statistics are ImageNet's or untrained, not the training data's (see
   :func:`batchstat_embeddings`).
 * Batches: plain shuffled batches (``balanced = False``), as the official code; ``balanced = True``
-  switches to DevNet's half/half oversampling of the labelled anomalies. Batches come from DevNet's
+  switches to DevNet's half/half oversampling of the labelled anomalies (the quick budget's choice:
+  its 100 plain batches would show the 10 labelled anomalies only ~30 times, and Deep SAD then stays
+  at its untrained AUC on ELPV; docs/quick_budget.md). Batches come from DevNet's
   seeded sampler and always have ``min(batch_size, N)`` images (the official loader keeps a short
   last batch).
 * Input: ImageNet normalisation of the shared pipeline (the official Deep SAD scales CIFAR-10 to

@@ -20,7 +20,8 @@ Faithful to the official code ``lukasruff/Deep-SVDD-PyTorch`` (CIFAR-10 network 
 * Score: ||phi(x) - c||^2 (soft-boundary: dist - R^2, the same ranking).
 * Optimisation (README CIFAR-10 command, source of the paper-budget defaults): Adam lr 1e-4,
   weight decay 0.5e-6, 150 epochs, MultiStepLR milestone 50 (x0.1), batch 200; pretraining Adam
-  lr 1e-4, weight decay 0.5e-6, 350 epochs, milestone 250, batch 200.
+  lr 1e-4, weight decay 0.5e-6, 350 epochs, milestone 250, batch 200. (The quick budget's 120 steps
+  use lr 1e-3 for both phases: at 1e-4 so few steps barely move the network; docs/quick_budget.md.)
 * Input: global contrast normalisation (l1) of every image, then min-max scaling with the minimum
   and maximum over the (GCN'd) training normals, as ``datasets/cifar10.py`` does per normal class.
 
