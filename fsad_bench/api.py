@@ -326,8 +326,9 @@ class GridPlan:
 
         df = self.frame()
         methods = list(dict.fromkeys(c.method for c in self.cells))
+        cells = "grid not known yet" if self.pending else f"{len(self.cells)} cells"
         lines = [f"dry run (nothing is run or written): protocol {self.spec.name}, budget "
-                 f"{self.budget.name}, {len(self.cells)} cells -> {self.out}"]
+                 f"{self.budget.name}, {cells} -> {self.out}"]
         if self.missing:
             lines.append(f"datasets not present under the data root: {', '.join(self.missing)}")
         if self.pending:

@@ -101,7 +101,7 @@ def test_a_dry_run_never_prepares_elpv_and_says_what_a_real_run_would_do(auto_el
     assert main(["run", "--protocol", "q1", "--methods", "devnet", "--budget", "smoke", "--out", str(out),
                  "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert "dry run (nothing is run or written)" in text
+    assert "dry run (nothing is run or written): protocol q1, budget smoke, grid not known yet" in text
     assert "a real run first prepares ELPV from the installed elpv-dataset package" in text
     assert "fsad-bench data prepare elpv" in text
     assert not (auto_elpv / "data").exists() and not out.exists()  # nothing prepared, nothing written
