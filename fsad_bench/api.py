@@ -89,6 +89,7 @@ class _Grid:
     missing: list[str]
     out: Path
     run_classes: dict[str, type[Detector]]  # name and 'module:Class' -> class, for registered_for_run
+    pending: str = ""  # without preparing datasets: why the grid is not known yet (cells empty)
 
 
 # --- methods given as classes ---------------------------------------------------------------------
@@ -148,11 +149,11 @@ def _not_importable(cls: type) -> str:
 
 def _grid(req: RunRequest, prepare_datasets: bool = True) -> _Grid:
     """Resolve the request into cells (validating every name and hyper-parameter); with
-    ``prepare_datasets`` False it raises AutoDatasetPending instead of preparing ELPV."""
+    ``prepare_datasets`` False, ELPV is not prepared: the grid then has no cells and ``pending`` says why."""
     from fsad_bench.detectors.registry import registered_for_run
     from fsad_bench.paths import check_output_dir, default_results_dir
     from fsad_bench.protocol import load_protocol
-    from fsad_bench.runner.generator import GridRequest, build_cells
+    from fsad_bench.runner.generator import AutoDatasetPending, GridRequest, build_cells
 
     spec = load_protocol(req.protocol)
     req.execution.validate()  # before any cell is built or the store touched
@@ -160,9 +161,12 @@ def _grid(req: RunRequest, prepare_datasets: bool = True) -> _Grid:
     names, classes = _split_methods(req.methods)
     run_classes = {**classes, **{_class_path(c): c for c in classes.values()}}
     with registered_for_run(run_classes):
-        cells, missing = build_cells(spec, GridRequest(names, req.datasets, req.seeds, req.budget,
-                                                       req.weights, list(req.overrides), req.data_root,
-                                                       prepare_datasets))
+        try:
+            cells, missing = build_cells(spec, GridRequest(names, req.datasets, req.seeds, req.budget,
+                                                           req.weights, list(req.overrides), req.data_root,
+                                                           prepare_datasets))
+        except AutoDatasetPending as pending:
+            return _Grid(spec, spec.budget(req.budget), [], [], out, run_classes, str(pending))
     for cell in cells:
         if cell.method in classes:
             cell.detector = _class_path(classes[cell.method])
@@ -406,17 +410,11 @@ def _estimates(cells: list[Cell], stored: pd.DataFrame | None) -> dict[tuple[str
 def plan(req: RunRequest) -> GridPlan:
     """The dry run: resolve the grid and read the store, without running, creating or writing anything
     (no results folder, store, manifest, cluster connection or MLflow run)."""
-    from fsad_bench.paths import check_output_dir, default_results_dir
-    from fsad_bench.protocol import load_protocol
     from fsad_bench.runner.executors import plan_slots, resolve_device
-    from fsad_bench.runner.generator import AutoDatasetPending
 
-    try:
-        g = _grid(req, prepare_datasets=False)  # a dry run writes nothing, not even a prepared dataset
-    except AutoDatasetPending as pending:
-        spec = load_protocol(req.protocol)
-        out = check_output_dir(Path(req.out) if req.out is not None else default_results_dir(spec.name))
-        return GridPlan(spec, spec.budget(req.budget), out, [], [], {}, {}, None, str(pending))
+    g = _grid(req, prepare_datasets=False)  # a dry run writes nothing, not even a prepared dataset
+    if g.pending:
+        return GridPlan(g.spec, g.budget, g.out, [], [], {}, {}, None, g.pending)
     stored = _stored(g.out)
     keys = {c.key for c in g.cells}
     state = {} if stored is None else {k: s for k, s in zip(stored["key"], stored["status"]) if k in keys}

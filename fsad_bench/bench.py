@@ -108,17 +108,14 @@ class StepClock:
 
     def __init__(self, device: str) -> None:
         self.device = device
-        self.stamps: dict[int, list[float]] = {}
-        # Keyed by id(), so each optimiser is kept alive until the clock goes: a phase's optimiser that
-        # is freed (Deep SVDD's autoencoder) may otherwise hand its id to the next phase's, merging both.
-        self._optimizers: list[torch.optim.Optimizer] = []
+        # Keyed by the optimiser object, not id(): holding it keeps a finished phase's optimiser (Deep
+        # SVDD's autoencoder) alive, whose id() the next phase's could otherwise reuse, merging both.
+        self.stamps: dict[torch.optim.Optimizer, list[float]] = {}
         self._handle: Any = None
 
     def _hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         _sync(self.device)
-        if id(optimizer) not in self.stamps:
-            self._optimizers.append(optimizer)
-        self.stamps.setdefault(id(optimizer), []).append(time.perf_counter())
+        self.stamps.setdefault(optimizer, []).append(time.perf_counter())
 
     def __enter__(self) -> StepClock:
         self._handle = register_optimizer_step_post_hook(self._hook)

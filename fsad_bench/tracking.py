@@ -114,7 +114,6 @@ class MlflowTracker:
         figure = score_figure(result)
         if figure is not None:
             self.client.log_figure(run_id, figure, "figures/scores.png")
-            figure.clf()
         for example in result.scores.get("examples", []):
             for part in ("image", "mask", "map"):
                 self.client.log_image(run_id, _decode_png(example[part]),

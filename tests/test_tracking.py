@@ -107,3 +107,21 @@ def test_a_refused_file_store_fails_before_the_store_with_the_fix(data_root, tmp
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and "MLFLOW_ALLOW_FILE_STORE=true" in err and "sqlite:///" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_score_figure_shows_both_labels_and_the_cells_auc():
+    from sklearn.metrics import roc_auc_score
+
+    from fsad_bench.store import CellResult
+    from fsad_bench.tracking import score_figure
+
+    scores, labels = [0.1, 0.4, 0.35, 0.8, 0.2, 0.9], [0, 0, 1, 1, 0, 1]
+    result = CellResult(key="k", protocol="q1", dataset="d", category="c", method="m", seed=0, setting={},
+                        budget="smoke", img_size=32, status="ok")
+    result.scores = {"scores": scores, "labels": labels}
+    hist, roc = score_figure(result).axes
+    assert roc.get_title() == f"AUC-ROC {roc_auc_score(labels, scores):.3f}" == "AUC-ROC 0.889"
+    assert [t.get_text() for t in hist.get_legend().get_texts()] == ["normal (3)", "anomaly (3)"]
+    assert sum(p.get_height() for p in hist.patches) == len(scores)  # every score in a bar
+    result.scores = {"scores": [0.1, 0.2], "labels": [0, 0]}  # one label: no ROC curve to draw
+    assert score_figure(result) is None

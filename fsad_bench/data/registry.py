@@ -299,7 +299,7 @@ def is_present(name: str, root: Path | None = None) -> bool:
     return all(c in cats for c in d.categories) if d.categories else bool(cats)
 
 
-def data_version(name: str, category: str, root: Path | None = None) -> str:
+def data_version(name: str) -> str:
     """The generator version of ``synthetic`` for its cells' keys ("" for every other dataset).
 
     What a category's files hold is in every cell's key through the content fingerprint of the runner

@@ -191,8 +191,8 @@ def build_cells(spec: ProtocolSpec, req: GridRequest) -> tuple[list[Cell], list[
             check_utf8_name(dataset_dir(dataset, req.data_root) / cat)
         if dataset in spec.categories:
             cats = [c for c in cats if c in spec.categories[dataset]]
+        version = data_version(dataset)  # synthetic's generator; the files' content: attach_provenance
         for category in cats:
-            version = data_version(dataset, category, req.data_root)  # user data: a file fingerprint
             for setting in _expand_settings(spec, dataset, category, req.data_root):
                 split_kwargs = {k: v for k, v in setting.items() if k not in spec.method_settings}
                 swept = {k: v for k, v in setting.items() if k in spec.method_settings}
