@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"trained_vs_untrained: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    budget = spec.budget(args.budget).name
+    budget = cells[0].budget
     datasets = sorted({c.dataset for c in cells})
     load_start = os.getloadavg()
     print(f"protocol {spec.name}, budget {budget}, datasets {', '.join(datasets)}"

@@ -26,24 +26,18 @@ from fsad_bench.errors import UserError
 from fsad_bench.runner.executors import ClusterOptions, ExecConfig
 
 if TYPE_CHECKING:
+    from fsad_bench.budgets import Budget
     from fsad_bench.detectors.base import Detector
-    from fsad_bench.protocol import Budget, ProtocolSpec
+    from fsad_bench.protocol import ProtocolSpec
     from fsad_bench.runner.job import Cell
     from fsad_bench.runner.manifest import RunSummary
     from fsad_bench.store import ResultStore
 
-#: Seconds per cell used by ``--dry-run`` when the store has no finished cell of the method at that
-#: budget and image size. Measured here: every q1 cell of the embedded synthetic dataset (3 categories,
-#: seed 0, decoded-image cache warm) run by ``run_cell`` with one torch thread; the median over the
-#: categories of the process CPU time, i.e. about the wall time on one free core of this Xeon (torch
-#: 2.14.1). Smoke was measured on a shared machine (load average ~12 on 2 cores, wall times 5-8x
-#: these), quick (its 100-250-step schedule) on a quiet one (load average < 2). A real dataset with
-#: more images takes somewhat longer (scoring, BatchNorm recalibration); a GPU is faster at the paper
-#: budget, which has no default (hours on a CPU: see README, Benchmark).
-DEFAULT_CELL_SECONDS: dict[str, dict[str, float]] = {
-    "smoke": {"kdad": 0.95, "dsvdd": 0.78, "deepsad": 0.22, "flos": 0.29, "minns": 0.18, "devnet": 0.29},
-    "quick": {"kdad": 10.2, "dsvdd": 12.2, "deepsad": 2.47, "flos": 5.16, "minns": 3.61, "devnet": 4.63},
-}
+#: Where the detectors' ``seconds_per_cell`` (used by ``--dry-run`` when the store has no finished cell
+#: of the method at that budget and image size) were measured: every q1 cell of the embedded synthetic
+#: dataset run by ``run_cell`` with one torch thread, the median over the categories of the process CPU
+#: time, i.e. about the wall time on one free core. A real dataset with more images takes somewhat
+#: longer (scoring, BatchNorm recalibration); a GPU is faster at the paper budget.
 DEFAULTS_MEASURED_ON = "synthetic, one CPU thread"
 
 
@@ -153,24 +147,31 @@ def _grid(req: RunRequest, prepare_datasets: bool = True) -> _Grid:
     from fsad_bench.detectors.registry import registered_for_run
     from fsad_bench.paths import check_output_dir, default_results_dir
     from fsad_bench.protocol import load_protocol
-    from fsad_bench.runner.generator import AutoDatasetPending, GridRequest, build_cells
+    from fsad_bench.runner.generator import (
+        AutoDatasetPending,
+        GridRequest,
+        build_cells,
+        resolve_budget,
+        resolve_methods,
+    )
 
     spec = load_protocol(req.protocol)
     req.execution.validate()  # before any cell is built or the store touched
     out = check_output_dir(Path(req.out) if req.out is not None else default_results_dir(spec.name))
     names, classes = _split_methods(req.methods)
     run_classes = {**classes, **{_class_path(c): c for c in classes.values()}}
+    grid_req = GridRequest(names, req.datasets, req.seeds, req.budget, req.weights, list(req.overrides),
+                           req.data_root, prepare_datasets)
     with registered_for_run(run_classes):
+        budget = resolve_budget(spec, req.budget, resolve_methods(spec, grid_req))
         try:
-            cells, missing = build_cells(spec, GridRequest(names, req.datasets, req.seeds, req.budget,
-                                                           req.weights, list(req.overrides), req.data_root,
-                                                           prepare_datasets))
+            cells, missing = build_cells(spec, grid_req)
         except AutoDatasetPending as pending:
-            return _Grid(spec, spec.budget(req.budget), [], [], out, run_classes, str(pending))
+            return _Grid(spec, budget, [], [], out, run_classes, str(pending))
     for cell in cells:
         if cell.method in classes:
             cell.detector = _class_path(classes[cell.method])
-    return _Grid(spec, spec.budget(req.budget), cells, missing, out, run_classes)
+    return _Grid(spec, budget, cells, missing, out, run_classes)
 
 
 def _say(text: str) -> None:
@@ -400,11 +401,17 @@ def _estimates(cells: list[Cell], stored: pd.DataFrame | None) -> dict[tuple[str
                                    f"median of {len(rows)} finished cell(s){where} in this store")
                     break
         if est is None:
-            default = DEFAULT_CELL_SECONDS.get(c.budget, {}).get(c.method)
+            default = _method_class(c).seconds_per_cell.get(c.budget)
             est = Estimate(default, f"default measured on {DEFAULTS_MEASURED_ON}") if default is not None \
                 else Estimate(None, "no finished cell in this store, no measured default")
         out[c.method, c.dataset] = est
     return out
+
+
+def _method_class(cell: Cell) -> type[Detector]:
+    from fsad_bench.detectors.registry import load_detector
+
+    return load_detector(cell.detector or cell.method)
 
 
 def plan(req: RunRequest) -> GridPlan:
@@ -422,7 +429,11 @@ def plan(req: RunRequest) -> GridPlan:
     if req.execution.executor == "local":
         workers = plan_slots(resolve_device(req.execution.device), req.execution.jobs,
                              req.execution.cells_per_gpu).limit
-    return GridPlan(g.spec, g.budget, g.out, g.cells, g.missing, state, _estimates(g.cells, stored), workers)
+    from fsad_bench.detectors.registry import registered_for_run
+
+    with registered_for_run(g.run_classes):
+        estimates = _estimates(g.cells, stored)
+    return GridPlan(g.spec, g.budget, g.out, g.cells, g.missing, state, estimates, workers)
 
 
 # --- the keyword API ------------------------------------------------------------------------------

@@ -60,11 +60,13 @@ from tabulate import tabulate
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
+from fsad_bench.budgets import Budget
 from fsad_bench.config import ResolvedMethod, resolve_method_config
 from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
 from fsad_bench.errors import UserError
-from fsad_bench.models.training import IMAGENET_MEAN, IMAGENET_STD, BalancedBatches, seed_everything
-from fsad_bench.protocol import Budget, ProtocolSpec, load_protocol
+from fsad_bench.protocol import ProtocolSpec, load_protocol
+from fsad_bench.runner.generator import resolve_budget
+from fsad_methods.training import IMAGENET_MEAN, IMAGENET_STD, BalancedBatches, seed_everything
 
 #: Synthetic training set of every measurement: 192 is a multiple of every budget's batch (8..64, 48).
 N_NORMAL = 192
@@ -612,7 +614,7 @@ def plan_bench(s: BenchSettings) -> BenchPlan:
     if not s.budgets:
         raise UserError("bench needs at least one budget (--budgets quick,paper)")
     methods = list(s.methods or spec.methods)
-    budgets = [spec.budget(b) for b in s.budgets]
+    budgets = [resolve_budget(spec, b, methods) for b in s.budgets]
     ours = {(b.name, m): resolve_for_bench(b, m, s.amp_bf16, s.channels_last)
             for b in budgets for m in methods}
     classes = {m: ours[budgets[0].name, m].cls for m in methods}

@@ -240,7 +240,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     print("protocols:")
     for name in packaged_protocols():
         spec = load_protocol(name)
-        print(f"  {name:10s} {spec.title}  (budgets: {', '.join(spec.budgets)})")
+        print(f"  {name:10s} {spec.title}  (default budget: {spec.default_budget})")
     root = data_root(args.data_root)
     print(f"datasets (data root {root}):")
     with warnings.catch_warnings(record=True) as caught:

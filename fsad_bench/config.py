@@ -1,11 +1,13 @@
 """One place that resolves a method's configuration: used by the runner's grid and by ``bench``.
 
-A method's hyper-parameters are, in this order: the detector's ``Config`` defaults, the budget's
-table for the method (``[budgets.<b>.methods.<method>]``, which may also set ``img_size``), then
-``--weights`` (for a detector whose config has a ``weights`` field), then ``--set``:
-``key=value`` applies to every method whose config has ``key``, ``method.key=value`` to that method
-only (an unknown key there is an error), and ``img_size`` changes the image size. The result goes
-through ``Detector.config_from_params``, so every path validates names, types and values the same way.
+A method's hyper-parameters are, in this order: the detector's ``Config`` defaults; the budget's image
+size and weights (:mod:`fsad_bench.budgets`); the method's own table for the budget
+(``Detector.budgets[<budget>]``, which may also set ``img_size``); the protocol's ``[set.<budget>]``;
+``--weights`` (for a detector whose config has a ``weights`` field); ``--set``. ``key=value`` (in the
+spec or on the command line) applies to every method whose config has ``key``, ``method.key=value``
+to that method only (an unknown key there is an error), and ``img_size`` changes the image size. The
+result goes through ``Detector.config_from_params``, so every path validates names, types and values
+the same way.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from fsad_bench.budgets import Budget
 from fsad_bench.detectors.base import Detector
 from fsad_bench.detectors.hparams import PositiveInt, validate_value
 from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import UserError
-from fsad_bench.protocol import Budget
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class ResolvedMethod:
     cls: type[Detector]
     img_size: int
     config: Any               # an instance of ``cls.Config``
+    #: False when the detector declares no table for the budget (it runs on its ``Config`` defaults)
+    budget_declared: bool = True
 
     @property
     def params(self) -> dict[str, Any]:
@@ -77,27 +81,40 @@ IMG_SIZE = TypeAdapter(PositiveInt)
 
 
 def resolve_method_config(budget: Budget, method: str, weights: str | None = None,
-                          overrides: Mapping[str, Any] | None = None) -> ResolvedMethod:
+                          overrides: Mapping[str, Any] | None = None,
+                          protocol_set: Mapping[str, Any] | None = None) -> ResolvedMethod:
     """``method``'s image size and validated configuration at ``budget`` (see the module doc).
 
     ``weights``: ``--weights`` (None = the budget's). ``overrides``: parsed ``--set`` values
-    (:func:`parse_overrides`); unscoped keys that ``method`` does not have are ignored here (the
-    grid checks that some method of the run has them).
+    (:func:`parse_overrides`); ``protocol_set``: the spec's ``[set.<budget>]``. Unscoped keys that
+    ``method`` does not have are ignored here (the grid checks that some method of the run has them).
     """
     cls = load_detector(method)
     fields = config_fields(cls)
-    params = budget.method_params(method)
-    img_size = checked_int(params.pop("img_size", budget.img_size), f"img_size of {method}", IMG_SIZE)
-    if "weights" in fields:
+    declared = budget.name in cls.budgets
+    params = dict(cls.budgets.get(budget.name, {}))
+    img_size = params.pop("img_size", budget.img_size)
+    if img_size is not None:
+        img_size = checked_int(img_size, f"img_size of {method} at budget {budget.name}", IMG_SIZE)
+    if "weights" in fields and budget.weights is not None:
         params.setdefault("weights", budget.weights)
-        if weights:
-            params["weights"] = weights
-    for key, value in (overrides or {}).items():
-        target, dot, name = key.rpartition(".")
-        if dot and target != method:
-            continue
-        if name == "img_size":
-            img_size = checked_int(value, f"--set {key}", IMG_SIZE)
-        elif name in fields or dot:
-            params[name] = value
-    return ResolvedMethod(method, cls, img_size, cls.config_from_params(params))
+
+    def apply(changes: Mapping[str, Any]) -> None:
+        nonlocal img_size
+        for key, value in changes.items():
+            target, dot, name = key.rpartition(".")
+            if dot and target != method:
+                continue
+            if name == "img_size":
+                img_size = checked_int(value, f"--set {key}", IMG_SIZE)
+            elif name in fields or dot:
+                params[name] = value
+
+    apply(protocol_set or {})
+    if weights and "weights" in fields:
+        params["weights"] = weights
+    apply(overrides or {})
+    if img_size is None:
+        raise UserError(f"method {method} sets no img_size at budget {budget.name!r}, which has no default "
+                        "image size; add img_size to its budgets entry, or --set img_size=N")
+    return ResolvedMethod(method, cls, img_size, cls.config_from_params(params), declared)

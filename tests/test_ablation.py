@@ -10,19 +10,19 @@ import pytest
 import torch
 from conftest import separable_set
 
-from fsad_baselines.flos import FLOS
+from fsad_methods.flos import FLOS
 from fsad_bench.detectors.base import Detector, TrainSet
 from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import UserError
-from fsad_bench.models.ablation import (
+from fsad_methods.devnet_ablation import (
     DevNetAlexNet,
     DevNetDS,
     DevNetPatchDS,
     DevNetRep,
     DevNetResNet50,
 )
-from fsad_bench.models.deviation_loss import deviation_loss
-from fsad_bench.models.devnet import (
+from fsad_methods.deviation_loss import deviation_loss
+from fsad_methods.devnet import (
     VARIANTS,
     DevNet,
     DevNetConfig,
@@ -30,7 +30,7 @@ from fsad_bench.models.devnet import (
     patch_deviation_loss,
     rep_deviation_loss,
 )
-from fsad_bench.models.mil import topk_mil
+from fsad_methods.mil import topk_mil
 from fsad_bench.testing import check_detector
 
 NARROW = "resnet18_w16"  # 8 * 16 = 128 feature channels

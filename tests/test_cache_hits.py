@@ -13,7 +13,7 @@ import torch
 import fsad_bench.data.cache as cache
 from fsad_bench.data.layout import scan_category
 from fsad_bench.detectors.base import TrainSet
-from fsad_bench.models.devnet import DevNet
+from fsad_methods.devnet import DevNet
 from fsad_bench.protocol import load_protocol
 from fsad_bench.runner.generator import GridRequest, build_cells
 from fsad_bench.runner.job import run_cell

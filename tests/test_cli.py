@@ -54,7 +54,7 @@ def test_bad_input_is_one_line_exit_2(argv, needle, capsys):
 
 def test_imagenet_weights_missing_is_a_clear_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # empty cache
-    import fsad_bench.models.backbones as bb
+    import fsad_methods.backbones as bb
 
     def no_network(*args, **kwargs):
         raise OSError("no network")

@@ -9,8 +9,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from fsad_baselines.kdad import KDAD, KDADConfig, build_student, build_teacher
-from fsad_baselines.kdad_loss import (
+from fsad_methods.kdad import KDAD, KDADConfig, build_student, build_teacher
+from fsad_methods.kdad_loss import (
     direction_distance,
     kdad_loss,
     kdad_score,

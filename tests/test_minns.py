@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from conftest import separable_set as tiny_set
 
-from fsad_baselines.minns import MINNS, MINNSConfig, MINNSNetwork
-from fsad_baselines.minns_loss import (
+from fsad_methods.minns import MINNS, MINNSConfig, MINNSNetwork
+from fsad_methods.minns_loss import (
     deep_supervision_loss,
     deep_supervision_score,
     lse_pool,
@@ -22,7 +22,7 @@ from fsad_baselines.minns_loss import (
 from fsad_bench.detectors.base import TrainSet
 from fsad_bench.errors import UserError
 from fsad_bench.metrics import image_metrics
-from fsad_bench.models.training import Schedule
+from fsad_methods.training import Schedule
 from fsad_bench.testing import check_detector
 
 # one bag (B = 1) of three instances (N = 3) with two features (D = 2)

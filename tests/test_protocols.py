@@ -12,7 +12,7 @@ from conftest import make_tiny_dataset
 
 from fsad_bench.data.layout import CategoryIndex, scan_category
 from fsad_bench.errors import SkipCell
-from fsad_bench.models.mil import topk_count
+from fsad_methods.mil import topk_count
 from fsad_bench.protocol import load_protocol, packaged_protocols
 from fsad_bench.published_settings import published_settings_differ
 from fsad_bench.runner.generator import GridRequest, build_cells

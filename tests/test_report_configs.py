@@ -261,7 +261,7 @@ def test_rows_of_other_data_or_detector_code_in_the_store_are_other_tables(tmp_p
                     auc_roc=value, auc_pr=value, weights="imagenet", params=PAPER_DEVNET,
                     code_version="0.1.0", finished_at=f"2026-11-29T10:00:0{'abc'.index(tag)}+00:00",
                     data_fingerprint=fingerprint,
-                    detector_target="fsad_bench.models.devnet:DevNet", detector_dist="fsad-bench",
+                    detector_target="fsad_methods.devnet:DevNet", detector_dist="fsad-bench",
                     detector_version="0.1.0", detector_source=source))
     sections = _sections(_report(folder, capsys))
     tables = {t.rpartition(" [")[2].rstrip("]"): s for t, s in sections.items()
@@ -272,4 +272,4 @@ def test_rows_of_other_data_or_detector_code_in_the_store_are_other_tables(tmp_p
     assert set(tables) == {first, second, third}
     assert "0.900" in tables[first] and "0.700" in tables[second] and "0.500" in tables[third]
     assert "aitex/aitex data version 2: fingerprint d2" in tables[third]
-    assert "DevNet detector code version 2: target fsad_bench.models.devnet:DevNet" in tables[third]
+    assert "DevNet detector code version 2: target fsad_methods.devnet:DevNet" in tables[third]

@@ -13,8 +13,8 @@ from torch import nn
 
 from fsad_bench.detectors.base import TrainSet
 from fsad_bench.errors import UserError
-from fsad_bench.models.devnet import DevNet
-from fsad_bench.models.training import Schedule, SpeedOptions, predict, to_uint8_tensor, train_balanced
+from fsad_methods.devnet import DevNet
+from fsad_methods.training import Schedule, SpeedOptions, predict, to_uint8_tensor, train_balanced
 
 
 def tiny_devnet(**speed: bool) -> DevNet:
@@ -54,7 +54,7 @@ def test_speed_options_are_off_by_default_and_settable_like_any_hyper_parameter(
     assert not DevNet.Config().amp_bf16 and not DevNet.Config().channels_last
     config = DevNet.config_from_params({"amp_bf16": "true", "channels_last": "yes"})
     assert config.speed == SpeedOptions(amp_bf16=True, channels_last=True)
-    from fsad_baselines.flos import FLOS  # FLOS trains through DevNet.fit: it inherits the options
+    from fsad_methods.flos import FLOS  # FLOS trains through DevNet.fit: it inherits the options
     assert FLOS.config_from_params({"amp_bf16": "1"}).amp_bf16
 
 

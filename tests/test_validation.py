@@ -19,7 +19,7 @@ from fsad_bench.cli import main
 from fsad_bench.config import resolve_method_config
 from fsad_bench.detectors.base import Detector
 from fsad_bench.errors import UserError
-from fsad_bench.models.devnet import DevNet
+from fsad_methods.devnet import DevNet
 from fsad_bench.protocol import load_protocol, packaged_protocols
 from fsad_bench.runner.generator import GridRequest, build_cells, check_img_size
 from fsad_bench.runner.job import run_cell
@@ -106,7 +106,7 @@ def test_ranges_of_every_baseline_are_declared_on_its_config():
 
 
 def test_set_strings_are_parsed_into_the_field_types():
-    from fsad_baselines.dsvdd import DeepSVDD
+    from fsad_methods.dsvdd import DeepSVDD
 
     c = DevNet.config_from_params({"epochs": "3", "lr": "1e-3", "bn_recalibration": "yes", "n_scales": 1})
     assert (c.epochs, c.lr, c.bn_recalibration, c.n_scales) == (3, 1e-3, True, 1)
@@ -259,7 +259,7 @@ def test_protocol_file_that_is_not_utf8_is_one_line(tmp_path, capsys):
 # --- item 7: diverged training is flagged -------------------------------------------------------
 
 def test_divergence_criterion():
-    from fsad_bench.models.training import divergence
+    from fsad_methods.training import divergence
 
     assert divergence([2.3, 1.0, 0.4, 0.1]) is None                  # healthy
     assert divergence([2.3, 5.2]) is None                            # noisy, but within 10x

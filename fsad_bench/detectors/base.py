@@ -7,7 +7,7 @@ protocol spec, the budget and ``--set key=value``; never from module globals.
 Fitted state (what ``fit`` sets): whatever the detector needs to score, plus ``info`` — a dict that
 goes into the result record (e.g. which pretrained weights were used), and ``flags`` — a list of
 ``{"flag": name, "reason": text}`` that marks the result as suspect in the row and the report (e.g.
-``diverged``: see :func:`fsad_bench.models.training.divergence`).
+``diverged``: see :func:`fsad_methods.training.divergence`).
 """
 
 from __future__ import annotations
@@ -16,14 +16,11 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from fsad_bench.detectors.hparams import parse_config
-
-if TYPE_CHECKING:  # torch is imported only where a detector trains
-    from fsad_bench.models.training import BalancedTraining
 
 
 @dataclass
@@ -107,15 +104,23 @@ class Detector(ABC):
     paper_column: ClassVar[str | None] = None
     #: weights value -> a line the report prints under tables made with it (e.g. what "none" means)
     weights_notes: ClassVar[dict[str, str]] = {}
+    #: budget name ("paper", "quick", "smoke", or one of the method's own) -> the hyper-parameters of
+    #: ``Config`` at that budget, plus optionally ``img_size`` (the image side in px; default: the
+    #: budget's, see :mod:`fsad_bench.budgets`). A budget the method does not declare runs on the
+    #: ``Config`` defaults (the run says so). Not inherited (see __init_subclass__).
+    budgets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: budget name -> measured seconds of one cell on one CPU thread, for ``--dry-run``'s estimate when
+    #: the results folder has no finished cell of the method yet. Not inherited.
+    seconds_per_cell: ClassVar[dict[str, float]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        # A subclass is another method: it must not be titled, or compared with the published numbers,
-        # as the class it derives from unless it says so itself.
-        if "display_name" not in cls.__dict__:
-            cls.display_name = ""
-        if "paper_column" not in cls.__dict__:
-            cls.paper_column = None
+        # A subclass is another method: it must not be titled, compared with the published numbers, or
+        # run at the budgets of the class it derives from unless it says so itself.
+        for attr, empty in (("display_name", ""), ("paper_column", None), ("budgets", {}),
+                            ("seconds_per_cell", {})):
+            if attr not in cls.__dict__:
+                setattr(cls, attr, empty)
 
     def __init__(self, config: Any | None = None, **overrides: Any) -> None:
         self.config = config if config is not None else self.Config()
@@ -174,8 +179,8 @@ class Detector(ABC):
         :meth:`bench_phases` gives for the changed config. Default: none."""
         return {}
 
-    def balanced_training(self, device: str, seed: int) -> BalancedTraining | None:
-        """For detectors trained by :func:`fsad_bench.models.training.train_balanced` (DevNet's loop):
+    def balanced_training(self, device: str, seed: int) -> Any | None:
+        """For detectors trained by :func:`fsad_methods.training.train_balanced` (DevNet's loop):
         a freshly built network on ``device`` with its loss and schedule, as ``fit`` would train them
         with ``seed``. ``bench``'s authors'-style reference pipeline trains exactly these. Default None:
         no reference pipeline for this detector."""

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from fsad_bench.budgets import Budget, get_budget
 from fsad_bench.config import (
     ResolvedMethod,
     checked_int,
@@ -34,10 +35,10 @@ from fsad_bench.detectors.hparams import NonNegInt
 from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import UserError
 from fsad_bench.input_size import cell_input_size, img_size_is_explicit
-from fsad_bench.models.backbones import ensure_weights
 from fsad_bench.paths import data_root
-from fsad_bench.protocol import Budget, ProtocolSpec
+from fsad_bench.protocol import ProtocolSpec
 from fsad_bench.runner.job import Cell, attach_provenance
+from fsad_bench.weights import ensure_weights
 
 
 @dataclass
@@ -151,12 +152,20 @@ def check_img_size(method: str, config: Any, img_size: int, dataset: str = "") -
                     f"{f' ({arch})' if arch else ''}{where}; use --set {method}.img_size={need} or larger")
 
 
+def resolve_budget(spec: ProtocolSpec, name: str | None, methods: list[str]) -> Budget:
+    """The budget of the grid: ``--budget`` or the spec's default; a known one, or one that a method
+    of the run declares."""
+    declared = {b for m in methods for b in load_detector(m).budgets}
+    return get_budget(name or spec.default_budget, declared)
+
+
 def resolve_grid_methods(spec: ProtocolSpec, budget: Budget, methods: list[str], req: GridRequest
                          ) -> dict[str, ResolvedMethod]:
     """Every method's resolved configuration for this grid (:func:`resolve_method_config`), the
     ``--set`` keys checked against the run's methods and the needed ImageNet weights against the cache."""
     overrides = parse_overrides(req.overrides)
-    resolved = {m: resolve_method_config(budget, m, req.weights, overrides) for m in methods}
+    resolved = {m: resolve_method_config(budget, m, req.weights, overrides, spec.set_at(budget.name))
+                for m in methods}
     for m, r in resolved.items():
         check_img_size(m, r.config, r.img_size)
     known_keys = set().union(*(config_fields(r.cls) for r in resolved.values())) | {"img_size"}
@@ -166,20 +175,24 @@ def resolve_grid_methods(spec: ProtocolSpec, budget: Budget, methods: list[str],
             raise UserError(f"--set {key}: method {target!r} is not in this run ({', '.join(methods)})")
         if not dot and name not in known_keys:
             raise UserError(f"--set {key}: no method in this run has a hyper-parameter {name!r}")
+    for key in spec.set_at(budget.name):
+        if key != "img_size" and not any(key in config_fields(r.cls) for r in resolved.values()):
+            raise UserError(f"protocol {spec.name}: [set.{budget.name}] {key}: no method in this run has a "
+                            "hyper-parameter of that name")
     for key in spec.method_settings:
         for m, r in resolved.items():
             if key not in config_fields(r.cls):
                 raise UserError(f"protocol {spec.name} sweeps {key!r}, which method {m!r} does not have")
     for r in resolved.values():
         for name in r.cls.required_weights(r.config):
-            ensure_weights(name, "imagenet")
+            ensure_weights(name)
     return resolved
 
 
 def build_cells(spec: ProtocolSpec, req: GridRequest) -> tuple[list[Cell], list[str]]:
     """All cells of the grid, and the spec's datasets that are missing."""
     methods = resolve_methods(spec, req)
-    budget = spec.budget(req.budget)  # once per grid
+    budget = resolve_budget(spec, req.budget, methods)  # once per grid
     per_method = resolve_grid_methods(spec, budget, methods, req)
     datasets, missing = resolve_datasets(spec, req)
     seeds = req.seeds if req.seeds is not None else spec.seeds

@@ -13,7 +13,6 @@ one-line error (exit 2).
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import json
 import os
@@ -152,7 +151,8 @@ class RunManifest:
             "status": "running",
             "start_time": self.started.isoformat(timespec="seconds"),
             "end_time": None,
-            "spec": dataclasses.asdict(spec),  # the resolved protocol spec (report.document skips "spec*")
+            # the resolved protocol spec (report.document skips "spec*")
+            "spec": {**spec.model_dump(by_alias=True), "source": spec.source},
             "budget": budget,
             "methods": method_configs(cells),
             "datasets": sorted({c.dataset for c in cells}),

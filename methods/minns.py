@@ -18,7 +18,7 @@ design, mapping each MI-Net part to the image setting:
   fc layer); off at test time.
 * MIL pooling per layer, over the instances of a bag: max (default; MI-Net's code default
   ``--pooling max``), mean, or LSE with sharpness ``lse_r`` (code: r = 1). See
-  :mod:`fsad_baselines.minns_loss`.
+  :mod:`fsad_methods.minns_loss`.
 * Deep supervision: each pooled bag feature -> its own linear classifier (Keras ``Feature_pooling``:
   glorot-uniform weights, zero bias) -> one bag logit per layer.
 * Loss: binary cross-entropy of every output, averaged over the outputs (the code sums them with
@@ -50,7 +50,7 @@ Deviations and why:
 Localisation (``explain``, paper Q3): MI-Net has none of its own; as for DevNet, the gradient of
 MINNS's image score (the configured ``score``: mean of the outputs' probabilities, or of their
 logits) w.r.t. the normalised input, in eval mode, with the authors' DevNet post-processing
-(|grad| summed over channels, p99 scaling, Gaussian blur sigma 4 px; :mod:`fsad_bench.models.saliency`).
+(|grad| summed over channels, p99 scaling, Gaussian blur sigma 4 px; :mod:`fsad_methods.saliency`).
 With ``score = "prob"`` each output's gradient is weighted by p(1 - p), so a very confident output
 contributes little; ``--set minns.score=logit`` gives the unweighted sum.
 """
@@ -65,19 +65,19 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from fsad_baselines.minns_loss import POOLINGS, deep_supervision_loss, deep_supervision_score, mil_pool
 from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
 from fsad_bench.detectors.hparams import PositiveFloat, PositiveInt
 from fsad_bench.errors import UserError
-from fsad_bench.models.backbones import (
+from fsad_methods.backbones import (
     Backbone,
     Weights,
     feature_extractor,
     min_input_size,
     train_flops_per_image,
 )
-from fsad_bench.models.saliency import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA, explain_images, frozen
-from fsad_bench.models.training import (
+from fsad_methods.minns_loss import POOLINGS, deep_supervision_loss, deep_supervision_score, mil_pool
+from fsad_methods.saliency import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA, explain_images, frozen
+from fsad_methods.training import (
     BalancedTraining,
     Schedule,
     divergence_flags,
@@ -164,6 +164,18 @@ class MINNS(Detector):
     name = "minns"
     display_name = "MINNS"
     paper_column = "MINNS"
+    budgets = {
+        # DevNet's backbone, oversampling and optimiser (paper sec. 6.3)
+        "paper": {"img_size": 448, "weights": "imagenet", "epochs": 50, "steps_per_epoch": 20,
+                  "batch_size": 48, "lr": 2e-4, "weight_decay": 1e-5, "pooling": "max", "dropout": 0.5,
+                  "deep_supervision": True},
+        "quick": {"img_size": 64, "weights": "none", "backbone": "resnet18_w16", "epochs": 10,
+                  "steps_per_epoch": 10, "batch_size": 16, "lr": 1e-3, "lr_step_epochs": 8,
+                  "bn_recalibration": True},
+        "smoke": {"img_size": 32, "weights": "none", "backbone": "resnet18_w16", "epochs": 1,
+                  "steps_per_epoch": 2, "batch_size": 8, "bn_recalibration": True},
+    }
+    seconds_per_cell = {"smoke": 0.18, "quick": 3.61}
     Config = MINNSConfig
 
     @classmethod

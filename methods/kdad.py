@@ -19,7 +19,7 @@ and a line-by-line Paddle port):
 * Distilled layers: the outputs of max-pools 2..5 of both networks (teacher ``features`` indices
   9/16/23/30, student 11/20/29/38; their ``output[3], [6], [9], [12]``). The test score uses
   pools 3..5 only (their ``detection_test``: ``output[6], [9], [12]``).
-* Loss and score: :mod:`fsad_baselines.kdad_loss` (cosine over the whole flattened map per sample,
+* Loss and score: :mod:`fsad_methods.kdad_loss` (cosine over the whole flattened map per sample,
   plus ``lamda`` x MSE).
 * Optimisation: Adam lr 1e-3 (no weight decay, no schedule, no clipping), batch 64, shuffled
   full passes over the normals (the last batch may be smaller, as a DataLoader without drop_last),
@@ -63,7 +63,7 @@ Localisation (``explain``, paper Q3), the ``localization`` field:
   ``gbp_localization`` / ``GuidedBackprop``): guided backpropagation of the image's distillation
   discrepancy - the test score, sum over pools 3..5 of (1 - cos) + lamda x MSE (their
   ``VanillaSaliency``) - to the input. Every ReLU of the *student* passes back only positive
-  gradients where its output was positive (:func:`fsad_bench.models.saliency.guided_relus`); the
+  gradients where its output was positive (:func:`fsad_methods.saliency.guided_relus`); the
   teacher's ReLUs are left plain, as their hooks are registered on the student only. Then
   ``convert_to_grayscale`` (|grad| summed over channels, (x - min)/(p99 - min) clipped to [0, 1]),
   their min-max rescaling (a no-op after that clipping: min 0, max 1) and
@@ -76,7 +76,7 @@ batched (each image's discrepancy depends on that image only), and the teacher r
 even when ``teacher_bf16`` is on (gradients through a bfloat16 network are too coarse; the map's
 score may then differ from ``score``'s in the third digit). sigma is 4 px at whatever size KDAD
 runs (their 128 px for MVTec). Their degenerate-map case (p99 == min: a division by zero) is
-handled as for DevNet (:mod:`fsad_bench.models.saliency`).
+handled as for DevNet (:mod:`fsad_methods.saliency`).
 
 CPU budgets (protocols/q1.toml) are not the paper's settings: ``quick`` uses 32 px (VGG16 at 64 px
 alone costs ~9 s of CPU for a cell's 320 images), 250 steps (``max_steps``) of batch 16, lr 3e-3, the bf16
@@ -101,15 +101,15 @@ from torchvision.models.vgg import make_layers as vgg_make_layers
 from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
 from fsad_bench.detectors.hparams import BatchSize, NonNegFloat, NonNegInt, PositiveFloat, PositiveInt
 from fsad_bench.errors import TrainingDivergedError, UserError
-from fsad_bench.models.backbones import Weights, check_weights_choice, torchvision_model
-from fsad_bench.models.saliency import (
+from fsad_methods.backbones import Weights, check_weights_choice, torchvision_model
+from fsad_methods.saliency import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_SIGMA,
     explain_images,
     frozen,
     guided_relus,
 )
-from fsad_bench.models.training import divergence_flags, normalise, seed_everything, to_uint8_tensor
+from fsad_methods.training import divergence_flags, normalise, seed_everything, to_uint8_tensor
 
 from .kdad_loss import kdad_loss, kdad_score
 
@@ -219,6 +219,19 @@ class KDAD(Detector):
     display_name = "KDAD"
     paper_column = "KDAD"
     weights_notes = {"none": "its teacher is a fixed random VGG16, not ImageNet's"}
+    budgets = {
+        # official Knowledge_Distillation_AD config for MVTec AD (lamda 0.5: the authors use 0.01 for
+        # their other datasets)
+        "paper": {"img_size": 128, "weights": "imagenet", "epochs": 601, "batch_size": 64, "lr": 1e-3,
+                  "lamda": 0.5, "input_norm": "unit"},
+        # 32 px: the VGG16 teacher dominates the cost; bf16 teacher (frozen) only, student in float32;
+        # 250 steps whatever the dataset's size
+        "quick": {"img_size": 32, "weights": "none", "epochs": 100, "max_steps": 250, "batch_size": 16,
+                  "lr": 3e-3, "input_norm": "imagenet", "teacher_bf16": True},
+        "smoke": {"img_size": 32, "weights": "none", "epochs": 1, "batch_size": 8, "max_steps": 2,
+                  "input_norm": "imagenet", "teacher_bf16": True},
+    }
+    seconds_per_cell = {"smoke": 0.95, "quick": 10.2}
     Config = KDADConfig
     uses_labelled_anomalies = False
 

@@ -10,7 +10,7 @@ those with ``--set lr=1e-3 --set weight_decay=1e-2``. We default to the code's v
 code produced the published numbers.
 
 Ablation variants (paper sec. 6.8.1, Table 5), the ``variant`` field; named methods in
-:mod:`fsad_bench.models.ablation`. The authors' public code has only the top-K switch (``topk=0``
+:mod:`fsad_methods.devnet_ablation`. The authors' public code has only the top-K switch (``topk=0``
 = plain mean of the cell scores), so everything beyond that is our reading of the paper, written
 down here. Every variant keeps the trunk, the two-scale averaging and the training schedule.
 
@@ -44,7 +44,7 @@ DevNet" on Capsule, where AlexNet's 0.881 beats MIL-DS's 0.865 as well as DS's 0
 with those backbones is a possible reading too: ``--set variant=mil_ds``.)
 
 Localisation (``explain``): the authors' gradient saliency of the image score, see
-:mod:`fsad_bench.models.saliency` (``saliency_sigma``: Gaussian blur in pixels, default the
+:mod:`fsad_methods.saliency` (``saliency_sigma``: Gaussian blur in pixels, default the
 authors' 4 at 448 px; it is not rescaled with the image size).
 """
 
@@ -63,7 +63,7 @@ from torch import nn
 from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
 from fsad_bench.detectors.hparams import NonNegFloat, PositiveFloat, PositiveInt
 from fsad_bench.errors import UserError
-from fsad_bench.models.backbones import (
+from fsad_methods.backbones import (
     MIN_INPUT,
     Backbone,
     Weights,
@@ -71,10 +71,10 @@ from fsad_bench.models.backbones import (
     min_input_size,
     train_flops_per_image,
 )
-from fsad_bench.models.deviation_loss import deviation_loss
-from fsad_bench.models.mil import topk_mil
-from fsad_bench.models.saliency import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA, explain_images, frozen
-from fsad_bench.models.training import (
+from fsad_methods.deviation_loss import deviation_loss
+from fsad_methods.mil import topk_mil
+from fsad_methods.saliency import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA, explain_images, frozen
+from fsad_methods.training import (
     BalancedTraining,
     Schedule,
     SpeedOptions,
@@ -249,6 +249,19 @@ class DevNet(Detector):
     name = "devnet"
     display_name = "DevNet"
     paper_column = "DevNet"
+    budgets = {
+        # the authors' code: ImageNet ResNet-18, 50 epochs x 20 steps of 24 + 24 images, Adam 2e-4
+        "paper": {"img_size": 448, "weights": "imagenet", "epochs": 50, "steps_per_epoch": 20,
+                  "batch_size": 48, "lr": 2e-4, "weight_decay": 1e-5},
+        # ResNet-18 topology at 1/4 width (no ImageNet weights exist for it), 100 steps of 8 + 8 images
+        "quick": {"img_size": 64, "weights": "none", "backbone": "resnet18_w16", "epochs": 10,
+                  "steps_per_epoch": 10, "batch_size": 16, "lr": 1e-3, "lr_step_epochs": 8,
+                  "bn_recalibration": True},
+        # two scales: the half-size scale must reach the ResNet's stride (32 px)
+        "smoke": {"img_size": 64, "weights": "none", "backbone": "resnet18_w16", "epochs": 1,
+                  "steps_per_epoch": 2, "batch_size": 8, "bn_recalibration": True},
+    }
+    seconds_per_cell = {"smoke": 0.29, "quick": 4.63}
     Config = DevNetConfig
     #: the authors' code fed DevNet through a PIL/DataLoader pipeline: bench compares against it
     bench_reference = True

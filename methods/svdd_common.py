@@ -5,7 +5,7 @@ Both methods (Ruff et al., official code ``lukasruff/Deep-SVDD-PyTorch`` and
 to a fixed centre c, the mean of the initial embeddings with every |c_i| < eps pushed to +-eps
 (eps = 0.1, "the 0.1 fix"): a zero unit could otherwise be matched trivially by zero weights.
 
-The loop here differs from :func:`fsad_bench.models.training.train_balanced` in what the official
+The loop here differs from :func:`fsad_methods.training.train_balanced` in what the official
 code does differently from DevNet: ``MultiStepLR`` milestones (not ``StepLR``), an epoch is one
 pass over the training data (``ceil(N / batch)`` steps) unless a step count is given, no gradient
 clipping by default, and the loss sees the model and the raw batch (the autoencoder needs its input).
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from fsad_bench.errors import TrainingDivergedError
-from fsad_bench.models.training import BalancedBatches, chunks
+from fsad_methods.training import BalancedBatches, chunks
 
 #: The official ``init_center_c(..., eps=0.1)``.
 CENTRE_EPS = 0.1

@@ -1,6 +1,6 @@
 """Deep SAD (Ruff et al., "Deep Semi-Supervised Anomaly Detection", ICLR 2020) on DevNet's ResNet-18.
 
-Objective (official ``optim/DeepSAD_trainer.py``, :mod:`fsad_baselines.deepsad_loss`): per sample,
+Objective (official ``optim/DeepSAD_trainer.py``, :mod:`fsad_methods.deepsad_loss`): per sample,
 dist = ||phi(x) - c||^2 for unlabelled data (our label 0: the training normals, unlabelled in the
 few-shot setting) and eta * (dist + eps)^-1 for labelled anomalies (label 1), eta = 1, eps = 1e-6,
 averaged over the batch. Score = dist. Centre c = mean of the initial embeddings of the training
@@ -62,15 +62,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from fsad_baselines.deepsad_loss import deepsad_loss
-from fsad_baselines.svdd_common import (
-    LoopSettings,
-    embed,
-    initial_centre,
-    parse_milestones,
-    squared_distance,
-    train_loop,
-)
 from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
 from fsad_bench.detectors.hparams import (
     BatchSize,
@@ -80,7 +71,7 @@ from fsad_bench.detectors.hparams import (
     PositiveFloat,
     PositiveInt,
 )
-from fsad_bench.models.backbones import (
+from fsad_methods.backbones import (
     Backbone,
     Weights,
     check_weights_choice,
@@ -88,7 +79,16 @@ from fsad_bench.models.backbones import (
     min_input_size,
     train_flops_per_image,
 )
-from fsad_bench.models.training import (
+from fsad_methods.deepsad_loss import deepsad_loss
+from fsad_methods.svdd_common import (
+    LoopSettings,
+    embed,
+    initial_centre,
+    parse_milestones,
+    squared_distance,
+    train_loop,
+)
+from fsad_methods.training import (
     augment_and_normalise,
     divergence_flags,
     normalise,
@@ -141,6 +141,19 @@ class DeepSAD(Detector):
     name = "deepsad"
     display_name = "DeepSAD"
     paper_column = "DeepSAD"
+    budgets = {
+        # official Deep-SAD-PyTorch README command, on DevNet's ImageNet ResNet-18 (paper sec. 6.3)
+        "paper": {"img_size": 448, "weights": "imagenet", "epochs": 150, "lr": 1e-4, "lr_milestones": [50],
+                  "batch_size": 128, "weight_decay": 0.5e-6, "eta": 1.0, "balanced": False},
+        # 100 steps; balanced batches (DevNet's oversampling): with plain shuffled batches 100 steps show
+        # its 10 labelled anomalies about 30 times in all, too few for the labelled term to act
+        "quick": {"img_size": 32, "weights": "none", "backbone": "resnet18_w16", "epochs": 4,
+                  "steps_per_epoch": 25, "batch_size": 32, "lr_milestones": [], "balanced": True,
+                  "bn_recalibration": True},
+        "smoke": {"img_size": 32, "weights": "none", "backbone": "resnet18_w16", "epochs": 1,
+                  "steps_per_epoch": 2, "batch_size": 8, "lr_milestones": [], "bn_recalibration": True},
+    }
+    seconds_per_cell = {"smoke": 0.22, "quick": 2.47}
     Config = DeepSADConfig
 
     @classmethod

@@ -61,21 +61,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fsad_baselines.dsvdd_loss import (
-    one_class_loss,
-    radius_from_distances,
-    reconstruction_loss,
-    soft_boundary_loss,
-    soft_boundary_score,
-)
-from fsad_baselines.svdd_common import (
-    LoopSettings,
-    embed,
-    initial_centre,
-    parse_milestones,
-    squared_distance,
-    train_loop,
-)
 from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
 from fsad_bench.detectors.hparams import (
     BatchSize,
@@ -86,7 +71,22 @@ from fsad_bench.detectors.hparams import (
     PositiveInt,
 )
 from fsad_bench.errors import UserError
-from fsad_bench.models.training import (
+from fsad_methods.dsvdd_loss import (
+    one_class_loss,
+    radius_from_distances,
+    reconstruction_loss,
+    soft_boundary_loss,
+    soft_boundary_score,
+)
+from fsad_methods.svdd_common import (
+    LoopSettings,
+    embed,
+    initial_centre,
+    parse_milestones,
+    squared_distance,
+    train_loop,
+)
+from fsad_methods.training import (
     chunks,
     divergence_flags,
     recalibrate_batchnorm,
@@ -220,6 +220,21 @@ class DeepSVDD(Detector):
     name = "dsvdd"
     display_name = "DSVDD"
     paper_column = "DSVDD"
+    budgets = {
+        # official Deep-SVDD-PyTorch README, CIFAR-10 command; the original 32x32 LeNet-type network
+        "paper": {"img_size": 32, "objective": "one-class", "epochs": 150, "lr": 1e-4, "lr_milestones": [50],
+                  "batch_size": 200, "weight_decay": 0.5e-6, "pretrain": True, "ae_epochs": 350,
+                  "ae_lr": 1e-4, "ae_lr_milestones": [250], "ae_batch_size": 200, "ae_weight_decay": 0.5e-6},
+        # the original 32 px network; 40 autoencoder steps then 80 one-class steps at lr 1e-3 (the
+        # official 1e-4 barely moves the network in so few steps)
+        "quick": {"img_size": 32, "ae_epochs": 1, "ae_steps_per_epoch": 40, "ae_batch_size": 32,
+                  "ae_lr": 1e-3, "ae_lr_milestones": [], "epochs": 2, "steps_per_epoch": 40, "batch_size": 32,
+                  "lr": 1e-3, "lr_milestones": [], "bn_recalibration": True},
+        "smoke": {"img_size": 32, "ae_epochs": 1, "ae_steps_per_epoch": 1, "ae_batch_size": 8, "epochs": 1,
+                  "steps_per_epoch": 2, "batch_size": 8, "lr_milestones": [], "ae_lr_milestones": [],
+                  "bn_recalibration": True},
+    }
+    seconds_per_cell = {"smoke": 0.78, "quick": 12.2}
     Config = DeepSVDDConfig
     uses_labelled_anomalies = False
 

@@ -12,7 +12,7 @@ DevNet's ``localization.py`` (the authors' code):
 KDAD's official localisation is the same recipe with its distillation discrepancy in place of the
 score, by default through *guided backpropagation* (their ``localization_method: 'gbp'``): every ReLU
 of the student passes back only positive gradients, and only where its output was positive
-(:func:`guided_relus`); see :meth:`fsad_baselines.kdad.KDAD.explain`.
+(:func:`guided_relus`); see :meth:`fsad_methods.kdad.KDAD.explain`.
 
 Differences from the authors' loop, none of which changes a map:
 
@@ -41,7 +41,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
-from fsad_bench.models.training import to_uint8_tensor
+from fsad_methods.training import to_uint8_tensor
 
 #: The authors' Gaussian blur (pixels at their 448 px input).
 DEFAULT_SIGMA = 4.0

@@ -1,24 +1,20 @@
-"""Feature extractors from torchvision, with ImageNet weights loaded only from the torch cache.
+"""Feature extractors from torchvision (ImageNet weights through :mod:`fsad_bench.weights`) and the
+narrow ResNet-18 of the CPU budgets.
 
-``weights="imagenet"`` loads torchvision's ImageNet weights: from the torch hub cache when present
-(as on a normal user's machine), else one download attempt; if that fails a
-:class:`WeightsUnavailableError` says where to put the file or to pass ``--weights none``.
-``weights="none"`` gives a randomly initialised network (seeded by the caller).
+``weights="imagenet"`` loads torchvision's ImageNet weights from the torch hub cache (see
+:mod:`fsad_bench.weights`); ``weights="none"`` gives a randomly initialised network (seeded by the
+caller).
 """
 
 from __future__ import annotations
 
-import socket
-from pathlib import Path
 from typing import Literal
 
-import torch
-import torchvision
 from torch import nn
 
-from fsad_bench.errors import UserError, WeightsUnavailableError
+from fsad_bench.errors import UserError
+from fsad_bench.weights import TORCHVISION_ARCHS, check_weights_choice, imagenet_state_dict
 
-WEIGHT_CHOICES = ("imagenet", "none")
 #: the ``weights`` field of a detector config
 Weights = Literal["imagenet", "none"]
 #: the ``backbone`` field of a detector config: torchvision's architectures and our narrow ResNet-18s
@@ -30,13 +26,8 @@ RESNET_STRIDE = 32
 #: 63 px (three 3x3/2 max-pools after the 11x11/4 conv), VGG16's below 32 (five 2x2 pools).
 MIN_INPUT = {"alexnet": 63, "vgg16": 32}
 
-# arch -> (torchvision constructor, weights enum, feature channels)
-_ARCHS = {
-    "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1, 512),
-    "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V1, 2048),
-    "alexnet": (torchvision.models.alexnet, torchvision.models.AlexNet_Weights.IMAGENET1K_V1, 256),
-    "vgg16": (torchvision.models.vgg16, torchvision.models.VGG16_Weights.IMAGENET1K_V1, 512),
-}
+#: feature channels of each torchvision trunk (ResNet conv1..layer4, AlexNet / VGG ``.features``)
+CHANNELS = {"resnet18": 512, "resnet50": 2048, "wide_resnet50_2": 2048, "alexnet": 256, "vgg16": 512}
 
 
 #: ResNet-18 forward at 224 px: 1.82 G multiply-accumulates (torchvision's "GFLOPS" figure).
@@ -62,54 +53,12 @@ def min_input_size(arch: str) -> int:
     return MIN_INPUT.get(arch, RESNET_STRIDE)
 
 
-def check_weights_choice(weights: str) -> None:
-    if weights not in WEIGHT_CHOICES:
-        raise UserError(f"unknown weights {weights!r}; use one of {', '.join(WEIGHT_CHOICES)}")
-
-
-def weights_cache_path(arch: str) -> Path:
-    """Where torchvision keeps (or would keep) the ImageNet checkpoint of ``arch``."""
-    url = _ARCHS[arch][1].url
-    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-
-
-def imagenet_state_dict(arch: str, download_timeout_s: float = 20.0) -> dict:
-    """ImageNet weights of ``arch`` from the torch cache, downloading once if possible."""
-    if arch in NARROW:
-        raise UserError(f"backbone {arch} has no ImageNet weights (the CPU budgets' narrow ResNet); "
-                        "add --set backbone=resnet18 to use ImageNet weights, or pass --weights none")
-    if arch not in _ARCHS:
-        raise UserError(f"no ImageNet weights for backbone {arch!r}; known: {', '.join(_ARCHS)}")
-    enum = _ARCHS[arch][1]
-    path = weights_cache_path(arch)
-    if not path.exists():
-        old = socket.getdefaulttimeout()
-        socket.setdefaulttimeout(download_timeout_s)  # a dead network must not hang a grid
-        try:
-            return enum.get_state_dict(progress=False, check_hash=True)
-        except Exception as exc:
-            raise WeightsUnavailableError(
-                f"ImageNet weights for {arch} are not in the torch cache ({path}) and could not be "
-                f"downloaded ({type(exc).__name__}); copy {enum.url} to that path, or pass --weights none"
-            ) from None
-        finally:
-            socket.setdefaulttimeout(old)
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def ensure_weights(arch: str, weights: str) -> None:
-    """Fail early (before a grid starts) when ImageNet weights are asked for but unavailable."""
-    check_weights_choice(weights)
-    if weights == "imagenet":
-        imagenet_state_dict(arch)
-
-
 def torchvision_model(arch: str, weights: str) -> nn.Module:
     """The full torchvision model, randomly initialised or with ImageNet weights."""
     check_weights_choice(weights)
-    if arch not in _ARCHS:
-        raise UserError(f"unknown backbone {arch!r}; known: {', '.join(_ARCHS)}")
-    model = _ARCHS[arch][0](weights=None)
+    if arch not in TORCHVISION_ARCHS:
+        raise UserError(f"unknown backbone {arch!r}; known: {', '.join(TORCHVISION_ARCHS)}")
+    model = TORCHVISION_ARCHS[arch][0](weights=None)
     if weights == "imagenet":
         model.load_state_dict(imagenet_state_dict(arch))
     return model
@@ -149,7 +98,7 @@ def feature_extractor(arch: str, weights: str) -> tuple[nn.Module, int]:
             imagenet_state_dict(arch)  # raises the UserError that says what to do
         return narrow_resnet18(NARROW[arch]), 8 * NARROW[arch]
     model = torchvision_model(arch, weights)
-    channels = _ARCHS[arch][2]
+    channels = CHANNELS[arch]
     if arch.startswith("resnet"):
         trunk = nn.Sequential(*list(model.children())[:-2])
     else:

@@ -1,1 +1,0 @@
-"""Baseline detectors (Deep SVDD, Deep SAD, FLOS, MINNS, KDAD), registered as plugins."""

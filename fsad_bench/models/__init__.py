@@ -1,1 +1,0 @@
-"""DevNet (the paper's model), its building blocks, and the training pipeline shared with baselines."""
