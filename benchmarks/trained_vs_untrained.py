@@ -62,8 +62,9 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from fsad_bench.errors import UserError
 from fsad_bench.protocol import load_protocol
-from fsad_bench.runner.generator import GridRequest, build_cells
+from fsad_bench.runner.generator import build_cells
 from fsad_bench.runner.job import Cell, run_cell
+from fsad_bench.runner.request import RunRequest
 from fsad_bench.store import CellResult
 
 
@@ -226,8 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         spec = load_protocol(args.protocol)
-        req = GridRequest(_csv(args.methods), _csv(args.datasets), seeds, args.budget, args.weights,
-                          args.overrides, args.data_root)
+        req = RunRequest(methods=_csv(args.methods), datasets=_csv(args.datasets), seeds=seeds,
+                         budget=args.budget, weights=args.weights, overrides=args.overrides,
+                         data_root=args.data_root)
         cells, missing = build_cells(spec, req)
     except UserError as exc:
         print(f"trained_vs_untrained: error: {exc}", file=sys.stderr)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {"run": "fsad_bench.api", "load_results": "fsad_bench.api", "Detector": "fsad_bench.detectors.base",
          "TrainSet": "fsad_bench.detectors.base", "UserError": "fsad_bench.errors"}

@@ -1,8 +1,11 @@
 """The Python API: ``fsad_bench.run(...) -> DataFrame`` and ``fsad_bench.load_results(dir)``.
 
-``fsad-bench run`` parses its arguments into a :class:`RunRequest` and calls :func:`execute` (or
-:func:`plan` for ``--dry-run``); :func:`run` builds the same request from keyword arguments, so the CLI
-and the API share one code path (same cells, keys, store, manifest and exit rules).
+``fsad-bench run`` parses its arguments into a :class:`~fsad_bench.runner.request.RunRequest` and calls
+:func:`execute` (or :func:`plan` for ``--dry-run``); :func:`run` builds the same request from keyword
+arguments, and both resolve it through the one pure grid resolution
+(:func:`fsad_bench.runner.generator.resolve_grid`), so the CLI and the API share one code path (same
+cells, keys, store, manifest and exit rules). A real run first takes the grid's preparations (ELPV,
+ImageNet weights), printed; a dry run lists them.
 
 A detector *class* may be passed in ``methods`` instead of a name: it runs under ``cls.name`` (or its
 class name in lower case), which is its column in every table. Cells carry its import path
@@ -12,11 +15,12 @@ class name in lower case), which is its column in every table. Cells carry its i
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,11 +28,13 @@ import pandas as pd
 
 from fsad_bench.errors import UserError
 from fsad_bench.runner.executors import ClusterOptions, ExecConfig
+from fsad_bench.runner.request import RunRequest
 
 if TYPE_CHECKING:
     from fsad_bench.budgets import Budget
     from fsad_bench.detectors.base import Detector
     from fsad_bench.protocol import ProtocolSpec
+    from fsad_bench.runner.generator import Grid
     from fsad_bench.runner.job import Cell
     from fsad_bench.runner.manifest import RunSummary
     from fsad_bench.store import ResultStore
@@ -39,27 +45,6 @@ if TYPE_CHECKING:
 #: time, i.e. about the wall time on one free core. A real dataset with more images takes somewhat
 #: longer (scoring, BatchNorm recalibration); a GPU is faster at the paper budget.
 DEFAULTS_MEASURED_ON = "synthetic, one CPU thread"
-
-
-@dataclass
-class RunRequest:
-    """Everything ``fsad-bench run`` takes (None = the protocol's default)."""
-
-    protocol: str = "q1"
-    methods: list[str | type[Detector]] | None = None
-    datasets: list[str] | None = None
-    seeds: list[int] | None = None
-    budget: str | None = None
-    weights: str | None = None
-    overrides: list[str] = field(default_factory=list)  # "key=value" / "method.key=value"
-    data_root: Path | None = None
-    out: Path | None = None
-    execution: ExecConfig = field(default_factory=ExecConfig)
-    progress: bool = True
-    mlflow: str | None = None             # tracking URI or path (see tracking.py)
-    mlflow_experiment: str | None = None  # default: tracking.default_experiment
-    argv: list[str] | None = None         # recorded in the run manifest
-    rerun: str = "failed"                 # "all": recompute every cell (runner.RERUN_CHOICES)
 
 
 @dataclass
@@ -77,13 +62,17 @@ class RunOutcome:
 
 @dataclass
 class _Grid:
-    spec: ProtocolSpec
-    budget: Budget
-    cells: list[Cell]
-    missing: list[str]
+    grid: Grid
     out: Path
     run_classes: dict[str, type[Detector]]  # name and 'module:Class' -> class, for registered_for_run
-    pending: str = ""  # without preparing datasets: why the grid is not known yet (cells empty)
+
+    @property
+    def spec(self) -> ProtocolSpec:
+        return self.grid.spec
+
+    @property
+    def cells(self) -> list[Cell]:
+        return self.grid.cells
 
 
 # --- methods given as classes ---------------------------------------------------------------------
@@ -141,37 +130,29 @@ def _not_importable(cls: type) -> str:
 
 # --- the grid -------------------------------------------------------------------------------------
 
-def _grid(req: RunRequest, prepare_datasets: bool = True) -> _Grid:
-    """Resolve the request into cells (validating every name and hyper-parameter); with
-    ``prepare_datasets`` False, ELPV is not prepared: the grid then has no cells and ``pending`` says why."""
+def _grid(req: RunRequest, prepare: bool = False) -> _Grid:
+    """Resolve the request into its grid (validating every name and hyper-parameter); with ``prepare``
+    the grid's preparations are taken first, each announced (a real run), else only listed."""
     from fsad_bench.detectors.registry import registered_for_run
     from fsad_bench.paths import check_output_dir, default_results_dir
     from fsad_bench.protocol import load_protocol
-    from fsad_bench.runner.generator import (
-        AutoDatasetPending,
-        GridRequest,
-        build_cells,
-        resolve_budget,
-        resolve_methods,
-    )
+    from fsad_bench.runner.generator import prepare as take
+    from fsad_bench.runner.generator import resolve_grid
 
     spec = load_protocol(req.protocol)
     req.execution.validate()  # before any cell is built or the store touched
     out = check_output_dir(Path(req.out) if req.out is not None else default_results_dir(spec.name))
     names, classes = _split_methods(req.methods)
     run_classes = {**classes, **{_class_path(c): c for c in classes.values()}}
-    grid_req = GridRequest(names, req.datasets, req.seeds, req.budget, req.weights, list(req.overrides),
-                           req.data_root, prepare_datasets)
+    named = dataclasses.replace(req, methods=names)
     with registered_for_run(run_classes):
-        budget = resolve_budget(spec, req.budget, resolve_methods(spec, grid_req))
-        try:
-            cells, missing = build_cells(spec, grid_req)
-        except AutoDatasetPending as pending:
-            return _Grid(spec, budget, [], [], out, run_classes, str(pending))
-    for cell in cells:
+        grid = resolve_grid(spec, named)
+        if prepare and take(grid, _say):
+            grid = resolve_grid(spec, named)
+    for cell in grid.cells:
         if cell.method in classes:
             cell.detector = _class_path(classes[cell.method])
-    return _Grid(spec, budget, cells, missing, out, run_classes)
+    return _Grid(grid, out, run_classes)
 
 
 def _say(text: str) -> None:
@@ -199,14 +180,17 @@ def execute(req: RunRequest) -> RunOutcome:
     from fsad_bench.runner.manifest import RunManifest
     from fsad_bench.runner.runner import run_grid
 
-    g = _grid(req)
-    if g.missing:
+    g = _grid(req, prepare=True)
+    grid = g.grid
+    for note in grid.notes:
+        _say(note)
+    if grid.missing:
         used = sorted({c.dataset for c in g.cells})
-        _say(f"datasets not present under the data root: {', '.join(g.missing)}; running on "
+        _say(f"datasets not present under the data root: {', '.join(grid.missing)}; running on "
              f"{', '.join(used)} ('fsad-bench list' says how to prepare them)")
-    _say(f"protocol {g.spec.name}, budget {g.budget.name} ({g.budget.description}); {len(g.cells)} cells "
-         f"-> {g.out}")
-    manifest = RunManifest(g.out, req.argv or sys.argv, g.spec, g.cells, g.budget.name)
+    _say(f"protocol {g.spec.name}, budget {grid.budget.name} ({grid.budget.description}); {len(g.cells)} "
+         f"cells -> {g.out}")
+    manifest = RunManifest(g.out, req.argv or sys.argv, g.spec, g.cells, grid.budget.name)
     executor = Execution(req.execution)  # connects to a cluster: an unreachable one fails before the store
     tracker = None
     try:
@@ -223,6 +207,9 @@ def execute(req: RunRequest) -> RunOutcome:
             experiment = req.mlflow_experiment or default_experiment(g.spec.name, g.out)
             tracker = MlflowTracker(req.mlflow, experiment)
         with registered_for_run(g.run_classes), _open_store(g.out) as store:
+            if not store.readonly:  # (a read-only store is refused by run_grid, with one line)
+                store.describe({g.spec.name: g.spec.stored()},
+                               {m: asdict(r.cls.describe(m)) for m, r in grid.methods.items()})
             target = TrackedStore(store, tracker, g.out) if tracker else store
             summary = run_grid(g.cells, target, progress=req.progress, execution=executor, manifest=manifest,
                                rerun=req.rerun)
@@ -302,17 +289,35 @@ class Estimate:
 
 @dataclass
 class GridPlan:
-    """The grid a request would run, what the store already holds, and an estimated time."""
+    """The grid a request would run (the same resolution a run makes), what the store already holds,
+    and an estimated time."""
 
-    spec: ProtocolSpec
-    budget: Budget
+    grid: Grid
     out: Path
-    cells: list[Cell]
-    missing: list[str]
     state: dict[str, str]          # key -> stored status ('ok', 'skipped', 'failed'); absent: never run
     estimates: dict[tuple[str, str], Estimate]  # (method, dataset) -> per-cell estimate
     workers: int | None            # local worker processes; None on a cluster
-    pending: str = ""              # why the grid is not known yet (a dataset a real run would prepare)
+
+    @property
+    def spec(self) -> ProtocolSpec:
+        return self.grid.spec
+
+    @property
+    def budget(self) -> Budget:
+        return self.grid.budget
+
+    @property
+    def cells(self) -> list[Cell]:
+        return self.grid.cells
+
+    @property
+    def missing(self) -> list[str]:
+        return self.grid.missing
+
+    @property
+    def pending(self) -> str:
+        """Why the grid is not known yet (a dataset a real run would prepare first); "" when it is."""
+        return self.grid.pending
 
     def to_run(self) -> list[Cell]:
         return [c for c in self.cells if self.state.get(c.key) not in ("ok", "skipped")]
@@ -334,6 +339,9 @@ class GridPlan:
         cells = "grid not known yet" if self.pending else f"{len(self.cells)} cells"
         lines = [f"dry run (nothing is run or written): protocol {self.spec.name}, budget "
                  f"{self.budget.name}, {cells} -> {self.out}"]
+        lines += self.grid.notes
+        lines += [f"a real run first: {step.what}" for step in self.grid.preparations
+                  if not self.pending or not step.what.startswith("no dataset")]
         if self.missing:
             lines.append(f"datasets not present under the data root: {', '.join(self.missing)}")
         if self.pending:
@@ -419,9 +427,9 @@ def plan(req: RunRequest) -> GridPlan:
     (no results folder, store, manifest, cluster connection or MLflow run)."""
     from fsad_bench.runner.executors import plan_slots, resolve_device
 
-    g = _grid(req, prepare_datasets=False)  # a dry run writes nothing, not even a prepared dataset
-    if g.pending:
-        return GridPlan(g.spec, g.budget, g.out, [], [], {}, {}, None, g.pending)
+    g = _grid(req)  # a dry run only lists the preparations: it writes nothing, not even a prepared dataset
+    if g.grid.pending:
+        return GridPlan(g.grid, g.out, {}, {}, None)
     stored = _stored(g.out)
     keys = {c.key for c in g.cells}
     state = {} if stored is None else {k: s for k, s in zip(stored["key"], stored["status"]) if k in keys}
@@ -433,7 +441,7 @@ def plan(req: RunRequest) -> GridPlan:
 
     with registered_for_run(g.run_classes):
         estimates = _estimates(g.cells, stored)
-    return GridPlan(g.spec, g.budget, g.out, g.cells, g.missing, state, estimates, workers)
+    return GridPlan(g.grid, g.out, state, estimates, workers)
 
 
 # --- the keyword API ------------------------------------------------------------------------------

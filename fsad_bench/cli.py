@@ -18,7 +18,7 @@ from fsad_bench.data.cli_data import add_data_parser, cmd_data
 from fsad_bench.errors import UserError
 
 if TYPE_CHECKING:
-    from fsad_bench.api import RunRequest
+    from fsad_bench.runner.request import RunRequest
 
 
 def _csv_list(text: str) -> list[str]:
@@ -129,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_request(args: argparse.Namespace) -> RunRequest:
     """The parsed ``run`` arguments as the API's RunRequest (every flag passes through here)."""
-    from fsad_bench.api import RunRequest
     from fsad_bench.runner.executors import ClusterOptions, ExecConfig
+    from fsad_bench.runner.request import RunRequest
 
     execution = ExecConfig(args.executor, args.jobs, args.device, args.cells_per_gpu, args.scheduler,
                            ClusterOptions(args.queue, args.account, args.gpus_per_job, args.walltime,
@@ -161,11 +161,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from fsad_bench.report.document import comparison_part, folder_report
+    from fsad_bench.report.compare import comparison_part
+    from fsad_bench.report.document import folder_report
     from fsad_bench.report.export import long_csv, long_frame, read_long_csv, write_parquet
     from fsad_bench.report.layouts import protocol_report
-    from fsad_bench.report.presentation import report_spec
+    from fsad_bench.report.results import read_results
     from fsad_bench.report.tables import run_header
+    from fsad_bench.upgrade import describe_old_store, presentation_of
 
     if args.long and args.format != "csv":
         raise UserError(f"--long is for --format csv (got --format {args.format}; parquet is always one row "
@@ -177,32 +179,33 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise UserError("--long and --format parquet export a results folder's cells: give DIR, not "
                             "--from-csv")
         df, protocol = read_long_csv(args.from_csv, args.metric)
-        # a --long export names its protocol and budget; any other CSV is read as Table 2 (Q1) results
-        protocol = protocol or "table2"
+        # a --long export names its protocol; any other CSV is laid out as Table 2 (Q1) results
+        pres = presentation_of(protocol or "q1", sorted(set(df.method)))
         header = [f"source: {args.from_csv}"]
         if {"budget", "img_size", "weights"} <= set(df.columns):
-            header += run_header(df, report_spec(protocol))
-        text = protocol_report(df, protocol, args.format, args.metric, header)
+            header += run_header(df, pres)
+        text = protocol_report(df, pres, args.format, args.metric, header)
         if args.compare_paper:
-            paper_protocol = "q1" if protocol == "table2" else protocol
-            text += "\n" + comparison_part(df, paper_protocol, args.format).body
-    elif args.folder and (args.long or args.format == "parquet"):
-        frame, left_out = long_frame(args.folder)
-        note = f"{len(frame)} ok cells exported" + (f"; {left_out} failed or not applicable cell(s) left out "
-                                                    f"(fsad-bench report {args.folder} lists them)"
-                                                    if left_out else "")
-        if args.format == "parquet":
-            output = args.output or args.folder / "cells.parquet"
-            write_parquet(frame, output)
-            print(f"{note}; written to {output}", file=sys.stderr)
-            return 0
-        print(note, file=sys.stderr)
-        text = long_csv(frame)
+            text += "\n" + comparison_part(df, pres, args.format).body
     elif args.folder:
         try:
-            text = folder_report(args.folder, args.format, args.metric, args.compare_paper)
+            results = read_results(args.folder, describe_old_store(args.folder))
         except sqlite3.DatabaseError as exc:  # e.g. a results.sqlite that is no SQLite file
             raise UserError(f"cannot read the results store in {args.folder}: {exc}") from None
+        if args.long or args.format == "parquet":
+            frame, left_out = long_frame(results)
+            note = f"{len(frame)} ok cells exported" + (
+                f"; {left_out} failed or not applicable cell(s) left out (fsad-bench report {args.folder} "
+                "lists them)" if left_out else "")
+            if args.format == "parquet":
+                output = args.output or args.folder / "cells.parquet"
+                write_parquet(frame, output)
+                print(f"{note}; written to {output}", file=sys.stderr)
+                return 0
+            print(note, file=sys.stderr)
+            text = long_csv(frame)
+        else:
+            text = folder_report(results, args.format, args.metric, args.compare_paper)
     else:
         raise UserError("report needs a results folder or --from-csv FILE")
     output = args.output

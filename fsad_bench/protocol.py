@@ -15,9 +15,11 @@ checked, so a bad spec fails at load, before any cell is built.
 from __future__ import annotations
 
 import difflib
+import functools
 import inspect
 import itertools
 import sys
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,12 +31,14 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
+    TypeAdapter,
     ValidationError,
 )
 
 from fsad_bench.budgets import BUDGETS
-from fsad_bench.detectors.hparams import NonNegInt
+from fsad_bench.detectors.hparams import NonNegInt, validate_value
 from fsad_bench.errors import UserError
+from fsad_bench.registry import Registry
 from fsad_bench.splits import SPLIT_RULES
 
 if sys.version_info >= (3, 11):
@@ -42,8 +46,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-#: report layouts the report knows (paper Tables 2-5, and the curves of Figs. 6-8)
-REPORT_LAYOUTS = ("table2", "table3", "table4", "table5", "curve")
 _SCALAR = (bool, int, float, str)
 
 
@@ -74,6 +76,18 @@ def _unscoped(table: dict[str, Any]) -> dict[str, Any]:
                              "hyper-parameters belong in its Detector.budgets)")
     return table
 
+
+def _layout(obj: object, name: str) -> Any:
+    if not (isinstance(obj, type) and callable(getattr(obj, "parts", None))
+            and callable(getattr(obj, "axis", None))):
+        raise UserError(f"report layout {name!r} is not a fsad_bench.report.layouts.Layout subclass")
+    return obj
+
+
+#: the report layouts a spec's ``report`` may name (:mod:`fsad_bench.report.layouts`), registered through
+#: the entry-point group ``fsad_bench.layouts`` (ours in pyproject.toml, as a plugin's would be), so a
+#: spec is checked without the report code being imported
+LAYOUTS: Registry = Registry("report layout", "fsad_bench.layouts", _layout)
 
 SettingValues = Annotated[list[Any], BeforeValidator(_as_values), AfterValidator(_unique)]
 Scalar = Annotated[Any, AfterValidator(_scalar)]
@@ -118,6 +132,9 @@ class ProtocolSpec(BaseModel):
     reference_method: str | None = None
     #: method -> column title in this protocol's report, overriding the detector's display name
     display: dict[str, str] = {}
+    #: the published tables (``results/paper/<name>.csv``) ``report --compare-paper`` sets this
+    #: protocol's numbers beside
+    paper_tables: list[str] = []
 
     _source: str = PrivateAttr("")
 
@@ -126,11 +143,20 @@ class ProtocolSpec(BaseModel):
         """Where the spec was read from: ``packaged:q1.toml`` or the file's path."""
         return self._source
 
-    def setting_grid(self) -> list[dict[str, Any]]:
-        """Cartesian product of the split settings and the method settings, e.g. [{'n_anomaly': 10}]."""
-        grid = {**self.settings, **self.method_settings}
+    def setting_grid(self, replaced: dict[str, list[Any]] | None = None) -> list[dict[str, Any]]:
+        """Cartesian product of the split settings and the method settings, e.g. [{'n_anomaly': 10}];
+        ``replaced``: setting values given on the command line instead of the spec's."""
+        grid = {**self.settings, **(replaced or {}), **self.method_settings}
         keys = sorted(grid)
         return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+    def layout(self) -> Any:
+        """The report layout this spec names (a :class:`fsad_bench.report.layouts.Layout`)."""
+        return LAYOUTS[self.report]()
+
+    def stored(self) -> dict[str, Any]:
+        """The spec as JSON, as a results store and a run manifest record it."""
+        return {**self.model_dump(mode="json", by_alias=True), "source": self.source}
 
     def set_at(self, budget: str) -> dict[str, Any]:
         """The protocol's changes at ``budget`` (``[set.<budget>]``)."""
@@ -202,9 +228,39 @@ def _error_line(exc: ValidationError, source: str) -> str:
 
 def _check_choice(value: str, known: Any, what: str, source: str, key: str) -> None:
     if value not in known:
-        close = difflib.get_close_matches(value, list(known), n=1)
+        known = list(known)
+        close = difflib.get_close_matches(value, known, n=1)
         raise UserError(f"protocol {source}: {key} = {value!r} is no {what}"
                         f"{f'; did you mean {close[0]!r}?' if close else ''} (known: {', '.join(known)})")
+
+
+@functools.cache
+def split_arguments(rule: str) -> dict[str, tuple[TypeAdapter, bool]]:
+    """The arguments of split rule ``rule`` a spec sets (all but ``index`` and ``seed``): name ->
+    (validator of its annotation, required)."""
+    fn = SPLIT_RULES[rule]
+    hints = typing.get_type_hints(fn, include_extras=True)
+    params = inspect.signature(fn).parameters
+    return {p: (TypeAdapter(hints.get(p, Any)), params[p].default is inspect.Parameter.empty)
+            for p in params if p not in ("index", "seed")}
+
+
+def setting_values(spec: ProtocolSpec, key: str, values: list[Any], what: str, from_text: bool = False
+                   ) -> list[Any]:
+    """``values`` of the split argument ``key`` validated against the split rule's annotation (text from
+    ``--set`` is parsed, ``from_text``; TOML values must have the type: ``n_anomaly = ["10"]`` is an
+    error); a one-line UserError naming ``what`` otherwise."""
+    adapter, _ = split_arguments(spec.split)[key]
+    out = []
+    for value in values:
+        try:
+            out.append(validate_value(adapter, value, False) if from_text
+                       else adapter.validate_python(value, strict=True))
+        except ValidationError as exc:
+            msg = exc.errors()[0]["msg"]
+            raise UserError(f"{what} = {value!r}: {msg[:1].lower()}{msg[1:]} (an argument of split rule "
+                            f"{spec.split!r})") from None
+    return _unique(out)
 
 
 def _check(spec: ProtocolSpec, source: str) -> None:
@@ -212,12 +268,13 @@ def _check(spec: ProtocolSpec, source: str) -> None:
     [split_args] being exactly the split rule's arguments (a misspelt or missing one would otherwise
     fail every cell of the grid)."""
     _check_choice(spec.split, SPLIT_RULES, "split rule", source, "split")
-    _check_choice(spec.report, REPORT_LAYOUTS, "report layout", source, "report")
+    _check_choice(spec.report, LAYOUTS, "report layout", source, "report")
+    spec.layout().check(spec, source)
     if spec.default_budget not in BUDGETS:
         raise UserError(f"protocol {source}: default_budget = {spec.default_budget!r} is not one of the "
                         f"budgets ({', '.join(BUDGETS)}); a method's own budget is chosen with --budget")
-    params = inspect.signature(SPLIT_RULES[spec.split]).parameters
-    wanted = [p for p in params if p not in ("index", "seed")]
+    arguments = split_arguments(spec.split)
+    wanted = list(arguments)
     for a, b in (("settings", "method_settings"), ("settings", "split_args")):
         both = set(getattr(spec, a)) & set(getattr(spec, b))
         if both:
@@ -229,9 +286,14 @@ def _check(spec: ProtocolSpec, source: str) -> None:
             raise UserError(f"protocol {source}: {table}.{key} is no argument of split rule {spec.split!r}"
                             f"{f'; did you mean {close[0]!r}?' if close else ''} "
                             f"(its arguments: {', '.join(wanted)})")
-    missing = [k for k in wanted if k not in given and params[k].default is inspect.Parameter.empty]
+    missing = [k for k in wanted if k not in given and arguments[k][1]]
     if missing:
         raise UserError(f"protocol {source}: split rule {spec.split!r} needs {', '.join(missing)} "
                         "in [settings] or [split_args]")
+    for key, values in spec.settings.items():
+        if key != "known_class":  # "*" stands for every class of the data
+            spec.settings[key] = setting_values(spec, key, values, f"protocol {source}: settings.{key}")
+    for key, value in spec.split_args.items():
+        setting_values(spec, key, [value], f"protocol {source}: split_args.{key}")
     if not spec.title:
         spec.title = spec.name

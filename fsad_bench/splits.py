@@ -10,11 +10,23 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import numpy as np
+from pydantic import Field
 
 from fsad_bench.data.layout import CategoryIndex
+from fsad_bench.detectors.hparams import NonNegInt, PositiveInt
 from fsad_bench.errors import SkipCell, UserError
+from fsad_bench.registry import Registry
+
+#: split rules by name (a protocol spec's ``split``)
+SPLIT_RULES: Registry = Registry("split rule")
+
+# A split rule's arguments are typed: a protocol's [settings] / [split_args] and `--set n_anomaly=...`
+# are validated against these annotations before any cell is built.
+#: a fraction of the training normals replaced by anomalies, in [0, 1)
+ContaminationRate = Annotated[float, Field(ge=0, lt=1)]
 
 
 @dataclass
@@ -39,7 +51,8 @@ def _manifest(index: CategoryIndex, rule: str, seed: int, labelled: np.ndarray, 
             "test": [index.files[i] for i in test]}
 
 
-def q1_split(index: CategoryIndex, n_anomaly: int, seed: int) -> Split:
+@SPLIT_RULES.register("q1")
+def q1_split(index: CategoryIndex, n_anomaly: NonNegInt, seed: int) -> Split:
     """Q1: ``n_anomaly`` test anomalies of any class, drawn with ``seed``, become labelled training
     anomalies and leave the test set. Train normals = train/good; test = test/good + the rest.
 
@@ -76,8 +89,9 @@ Q2_MIN_CLASS_IMAGES = 6
 Q5_MIN_TEST_ANOMALIES = 10
 
 
-def q2_split(index: CategoryIndex, known_class: str, n_anomaly: int, seed: int,
-             min_class_images: int = Q2_MIN_CLASS_IMAGES) -> Split:
+@SPLIT_RULES.register("q2")
+def q2_split(index: CategoryIndex, known_class: str, n_anomaly: PositiveInt, seed: int,
+             min_class_images: PositiveInt = Q2_MIN_CLASS_IMAGES) -> Split:
     """Q2 (open set, DRA's hard setting): labelled anomalies drawn with ``seed`` from
     ``known_class`` only; that whole class leaves the test set, which holds the normals and every
     other class (unseen in training).
@@ -105,8 +119,9 @@ def q2_split(index: CategoryIndex, known_class: str, n_anomaly: int, seed: int,
                            n_labelled=len(labelled), min_class_images=min_class_images))
 
 
-def q5_split(index: CategoryIndex, n_anomaly: int, seed: int, max_anomaly: int,
-             min_test_anomalies: int = Q5_MIN_TEST_ANOMALIES) -> Split:
+@SPLIT_RULES.register("q5")
+def q5_split(index: CategoryIndex, n_anomaly: NonNegInt, seed: int, max_anomaly: PositiveInt,
+             min_test_anomalies: PositiveInt = Q5_MIN_TEST_ANOMALIES) -> Split:
     """Q5 (sample efficiency): the largest draw (``max_anomaly``) is made with ``seed`` and removed
     from the test set for every n, so the test set is identical across n ("with the test data
     unchanged", paper sec. 6.8.2); training uses the draw's first ``n_anomaly``.
@@ -130,7 +145,9 @@ def q5_split(index: CategoryIndex, n_anomaly: int, seed: int, max_anomaly: int,
                            min_test_anomalies=min_test_anomalies))
 
 
-def q6_split(index: CategoryIndex, contamination: float, n_anomaly: int, seed: int) -> Split:
+@SPLIT_RULES.register("q6")
+def q6_split(index: CategoryIndex, contamination: ContaminationRate, n_anomaly: NonNegInt,
+             seed: int) -> Split:
     """Q6 (contamination): ``round(contamination * n_train_normal)`` training normals, drawn with
     ``seed``, are replaced by unlabelled anomalies (labelled normal), so the unlabelled set keeps its
     size and holds exactly that fraction of anomalies. Labelled anomalies (``n_anomaly``) and
@@ -154,5 +171,3 @@ def q6_split(index: CategoryIndex, contamination: float, n_anomaly: int, seed: i
                          dropped_normals=[index.files[i] for i in dropped])
     return Split(train_idx, train_labels, test, index.labels[test], manifest)
 
-
-SPLIT_RULES = {"q1": q1_split, "q2": q2_split, "q5": q5_split, "q6": q6_split}

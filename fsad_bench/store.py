@@ -11,6 +11,13 @@ process is waited for (``BUSY_TIMEOUT_S``). Every write checks that the file at 
 still the one that was opened (device and inode) and that the row count did not drop, so a store that
 is deleted, replaced or truncated during a run stops the run. A read-only folder opens read-only
 (reports work; a run refuses with one line).
+
+The store describes itself: beside the ``cells`` table (one :class:`CellResult` per row; the columns
+are the dataclass's fields), ``protocols`` holds each protocol's resolved spec as the run used it and
+``methods`` each method's report metadata (display name, paper column, weights notes), written at
+run time. A report reads these, never the installed detectors or the packaged specs, so a folder
+reports the same on another machine with other plugins installed. Stores written before these tables
+existed are described once by :mod:`fsad_bench.upgrade`.
 """
 
 from __future__ import annotations
@@ -21,9 +28,10 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +41,6 @@ from fsad_bench.errors import UserError
 
 STORE_NAME = "results.sqlite"
 BUSY_TIMEOUT_S = 30.0
-
-_COLUMNS = {
-    "key": "TEXT PRIMARY KEY", "protocol": "TEXT", "dataset": "TEXT", "category": "TEXT",
-    "method": "TEXT", "seed": "INTEGER", "setting": "TEXT", "budget": "TEXT", "img_size": "INTEGER",
-    "status": "TEXT", "error": "TEXT", "auc_roc": "REAL", "auc_pr": "REAL", "metrics": "TEXT",
-    "manifest_hash": "TEXT", "manifest": "TEXT", "scores": "TEXT", "wall_s": "REAL",
-    "peak_mem_mb": "REAL", "device": "TEXT", "weights": "TEXT", "params": "TEXT", "info": "TEXT",
-    "code_version": "TEXT", "finished_at": "TEXT",
-    # provenance (added later: stores made before have them empty, see _migrate)
-    "data_fingerprint": "TEXT", "detector_target": "TEXT", "detector_dist": "TEXT",
-    "detector_version": "TEXT", "detector_source": "TEXT",
-    "flags": "TEXT",  # JSON list of {"flag": name, "reason": text}, e.g. "diverged"; [] = none
-}
-_JSON = {"setting", "metrics", "manifest", "scores", "params", "info", "flags"}
-_JSON_LISTS = {"flags"}  # JSON columns holding a list (the others hold an object)
-
 
 class StoreError(UserError):
     """The results store is unreadable, corrupt, locked, full, read-only or gone (one line, exit 2)."""
@@ -90,7 +82,37 @@ class CellResult:
     detector_source: str = ""        # sha256 of the detector's source modules
     #: why the result is suspect though it ran (e.g. {"flag": "diverged", "reason": ...}); reports mark it
     flags: list = field(default_factory=list)
+    #: the row's configuration (:mod:`fsad_bench.configuration`): rows of one id are seeds of one
+    #: experiment, and a report table pools only rows of one id per method
+    config_id: str = ""
     user_error: bool = False         # bad input (data), not stored: drives the exit status
+
+
+_NOT_STORED = {"user_error"}
+_SQL_TYPES = {str: "TEXT", int: "INTEGER", float: "REAL", dict: "TEXT", list: "TEXT"}
+
+
+def _sql_type(annotation: Any) -> str:
+    base = next(t for t in (typing.get_args(annotation) or (annotation,)) if t is not type(None))
+    return _SQL_TYPES[typing.get_origin(base) or base]
+
+
+def _columns() -> dict[str, str]:
+    """Column -> SQL type, from :class:`CellResult` (the one row type); a store made before a column
+    existed gets it added on open (:meth:`ResultStore._migrate`)."""
+    hints = typing.get_type_hints(CellResult)
+    out = {f.name: _sql_type(hints[f.name]) for f in fields(CellResult) if f.name not in _NOT_STORED}
+    out["key"] += " PRIMARY KEY"
+    return out
+
+
+_COLUMNS = _columns()
+_HINTS = typing.get_type_hints(CellResult)
+#: columns holding JSON (dicts and lists); a list column reads as [] when empty, the others as {}
+_JSON = {name for name in _COLUMNS if _HINTS[name] in (dict, list)}
+_JSON_LISTS = {name for name in _JSON if _HINTS[name] is list}
+#: the tables a store describes itself with: name -> JSON (see the module docstring)
+_DESCRIPTIONS = ("protocols", "methods")
 
 
 def _one_line(text: str) -> str:
@@ -130,6 +152,8 @@ class ResultStore:
                 self.con.execute("PRAGMA journal_mode=WAL")
                 cols = ", ".join(f"{k} {t}" for k, t in _COLUMNS.items())
                 self.con.execute(f"CREATE TABLE IF NOT EXISTS cells ({cols})")
+                for table in _DESCRIPTIONS:
+                    self.con.execute(f"CREATE TABLE IF NOT EXISTS {table} (name TEXT PRIMARY KEY, json TEXT)")
                 self.con.commit()
                 self._migrate()
             self.columns = [r[1] for r in self.con.execute("PRAGMA table_info(cells)")]
@@ -266,6 +290,34 @@ class ResultStore:
         for k in _JSON & set(cols):
             df[k] = [self._decode(key, k, s) for key, s in zip(df["key"], df[k])]
         return df
+
+    def descriptions(self) -> dict[str, dict[str, dict]]:
+        """What the store says about its protocols and methods: ``{"protocols": {name: resolved spec},
+        "methods": {name: report metadata}}``; an old store without these tables reads them empty."""
+        tables = {r[0] for r in self.con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        out: dict[str, dict[str, dict]] = {}
+        for table in _DESCRIPTIONS:
+            rows = self.con.execute(f"SELECT name, json FROM {table}").fetchall() if table in tables else []
+            out[table] = {name: self._decode(name, table, text) for name, text in rows}
+        return out
+
+    def describe(self, protocols: dict[str, dict], methods: dict[str, dict]) -> None:
+        """Record the resolved spec of each protocol and the report metadata of each method, replacing
+        what an earlier run recorded under the same name (the report shows a folder as its latest run
+        described it)."""
+        if self.readonly:
+            raise StoreError(f"results store {self.path} is read-only; choose a writable --out")
+        self.check_same_file()
+        with self._errors("describe the runs in"), self.con:
+            for table, items in (("protocols", protocols), ("methods", methods)):
+                self.con.executemany(f"INSERT OR REPLACE INTO {table} (name, json) VALUES (?, ?)",
+                                     [(name, json.dumps(v, sort_keys=True)) for name, v in items.items()])
+
+    def set_config_ids(self, ids: dict[str, str]) -> None:
+        """Fill in the configuration id of rows stored before rows had one (key -> id)."""
+        with self._errors("upgrade"), self.con:
+            self.con.executemany("UPDATE cells SET config_id = ? WHERE key = ?",
+                                 [(cid, key) for key, cid in ids.items()])
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._errors("read"):

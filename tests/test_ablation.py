@@ -10,17 +10,10 @@ import pytest
 import torch
 from conftest import separable_set
 
-from fsad_methods.flos import FLOS
 from fsad_bench.detectors.base import Detector, TrainSet
 from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import UserError
-from fsad_methods.devnet_ablation import (
-    DevNetAlexNet,
-    DevNetDS,
-    DevNetPatchDS,
-    DevNetRep,
-    DevNetResNet50,
-)
+from fsad_bench.testing import check_detector
 from fsad_methods.deviation_loss import deviation_loss
 from fsad_methods.devnet import (
     VARIANTS,
@@ -30,8 +23,15 @@ from fsad_methods.devnet import (
     patch_deviation_loss,
     rep_deviation_loss,
 )
+from fsad_methods.devnet_ablation import (
+    DevNetAlexNet,
+    DevNetDS,
+    DevNetPatchDS,
+    DevNetRep,
+    DevNetResNet50,
+)
+from fsad_methods.flos import FLOS
 from fsad_methods.mil import topk_mil
-from fsad_bench.testing import check_detector
 
 NARROW = "resnet18_w16"  # 8 * 16 = 128 feature channels
 

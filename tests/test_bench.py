@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from fsad_bench import bench
+from fsad_bench.budgets import BUDGETS
 from fsad_bench.cli import main
 from fsad_bench.config import resolve_method_config
 from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
@@ -210,7 +211,7 @@ def test_step_clock_keeps_a_freed_phase_optimiser_apart_from_the_next_one():
 
 def _declared(method: str, budget: str = "paper", n_train: int = 250, n_normal: int = 240):
     """(phases as (steps, images per step), image size) that ``method`` declares at ``budget``."""
-    r = resolve_method_config(Q1.budget(budget), method, weights="none")
+    r = resolve_method_config(BUDGETS[budget], method, weights="none")
     phases = r.cls.bench_phases(r.config, TrainShape(n_train, n_normal, r.img_size))
     return [(p.steps, p.images_per_step) for p in phases], r
 
@@ -227,12 +228,12 @@ def test_step_accounting_each_detector_declares_at_the_paper_budget():
     assert kdad == [(601 * 4, 240 / 4)]  # 4 steps per epoch of 240 normals: 64, 64, 64, 48 images
     over = r.cls.bench_step_overrides(r.config, 2, TrainShape(202, 192, 128))
     assert over["max_steps"] == 192 // 64 + 1  # past one epoch: the teacher cache is in use
-    quick = resolve_method_config(Q1.budget("quick"), "kdad")
+    quick = resolve_method_config(BUDGETS["quick"], "kdad")
     assert quick.cls.bench_step_overrides(quick.config, 20, TrainShape(202, 192, 32))["max_steps"] == 20
 
 
 def test_dsvdd_without_pretraining_declares_and_times_one_phase():
-    r = resolve_method_config(Q1.budget("smoke"), "dsvdd", overrides={"pretrain": "false"})
+    r = resolve_method_config(BUDGETS["smoke"], "dsvdd", overrides={"pretrain": "false"})
     shape = TrainShape(202, 192, 32)
     assert [p.name for p in r.cls.bench_phases(r.config, shape)] == ["one-class"]
     assert "ae_epochs" not in r.cls.bench_step_overrides(r.config, 3, shape)
@@ -240,7 +241,7 @@ def test_dsvdd_without_pretraining_declares_and_times_one_phase():
 
 def test_training_flops_formula_and_table2_projection():
     def flops(method: str, budget: str = "paper", size: int = 224):
-        r = resolve_method_config(Q1.budget(budget), method, weights="none")
+        r = resolve_method_config(BUDGETS[budget], method, weights="none")
         return r.cls.bench_phases(r.config, TrainShape(250, 240, size))[0].flops_per_image
 
     assert flops("devnet") == pytest.approx(3 * 2 * 1.82e9 * 1.25)  # two scales

@@ -13,11 +13,12 @@ import torch
 import fsad_bench.data.cache as cache
 from fsad_bench.data.layout import scan_category
 from fsad_bench.detectors.base import TrainSet
-from fsad_methods.devnet import DevNet
 from fsad_bench.protocol import load_protocol
-from fsad_bench.runner.generator import GridRequest, build_cells
+from fsad_bench.runner.generator import build_cells
 from fsad_bench.runner.job import run_cell
+from fsad_bench.runner.request import RunRequest
 from fsad_bench.splits import SPLIT_RULES
+from fsad_methods.devnet import DevNet
 
 
 def _forbid(what: str):
@@ -41,7 +42,7 @@ def decoded_paths(monkeypatch):
 
 
 def test_each_file_is_decoded_once_and_a_second_cell_decodes_none(data_root, decoded_paths, monkeypatch):
-    req = GridRequest(methods=["devnet", "flos"], datasets=["brainmri"], seeds=[0, 1], budget="smoke",
+    req = RunRequest(methods=["devnet", "flos"], datasets=["brainmri"], seeds=[0, 1], budget="smoke",
                       data_root=data_root)
     cells, _ = build_cells(load_protocol("q1"), req)
     assert len(cells) == 4

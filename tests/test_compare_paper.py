@@ -7,6 +7,7 @@ import pytest
 
 from fsad_bench.cli import main
 from fsad_bench.report.compare import compare, load_published, our_cells
+from fsad_bench.upgrade import presentation_of
 
 
 def test_published_tables_are_complete():
@@ -32,7 +33,7 @@ def test_compare_marks_differences_beyond_two_sd():
         ("aitex", "aitex", "kdad"): [0.576, 0.576, 0.576],                  # paper 0.576 ± 0.002
         ("synthetic", "brick", "devnet"): [0.5, 0.6, 0.7],                  # not in the paper
     })
-    comp = compare(df, "q1")
+    comp = compare(df, presentation_of("q1"))
     cells = comp.cells.set_index(["dataset", "category", "method"])
     assert len(cells) == 5  # carpet, grid, MVTec mean, AITEX devnet and kdad: only what ran
     carpet = cells.loc[("mvtec", "carpet", "devnet")]
@@ -52,9 +53,9 @@ def test_open_set_cells_use_known_classes_and_their_mean():
                     _frame({("elpv", "elpv", "devnet"): [0.804] * 3}, {"known_class": "poly"})])
     ours = our_cells(df, by_known_class=True)
     assert set(ours.known_class) == {"mono", "poly", ""}
-    comp = compare(df, "q2")
+    comp = compare(df, presentation_of("q2"))
     assert len(comp.cells) == 3 and comp.agree == 3  # mono, poly and the mean 0.702 match Table 3
-    assert compare(df, "q5") is None  # Figures 6-8: no printed numbers
+    assert compare(df, presentation_of("q5")) is None  # Figures 6-8: no printed numbers
 
 
 def test_cli_compare_paper_from_csv(tmp_path, capsys):
@@ -71,14 +72,15 @@ def test_cli_compare_paper_from_csv(tmp_path, capsys):
 
 def test_localisation_and_ablation_map_to_tables_4_and_5():
     df = _frame({("mvtec", "carpet", "devnet"): [0.963] * 3, ("mvtec", "carpet", "flos"): [0.9] * 3})
-    q3 = compare(df, "q3")  # Table 4 prints no std: the sd is ours (0) floored at the rounding step
+    # Table 4 prints no std: the sd is ours (0) floored at the rounding step
+    q3 = compare(df, presentation_of("q3"))
     assert (q3.table, q3.metric) == ("table4", "pixel_auc_per_image")
     cells = q3.cells.set_index(["category", "method"])
     assert len(cells) == 4 and q3.agree == 1  # carpet and the MVTec mean row, for both methods
     assert not cells.loc[("carpet", "devnet"), "differs"] and cells.loc[("carpet", "flos"), "differs"]
     assert cells.loc[("", "devnet"), "paper_mean"] == 0.918  # Table 4's Mean row
     ablation = _frame({("aitex", "aitex", "devnet_rep"): [0.860] * 3})
-    q4 = compare(ablation, "q4")
+    q4 = compare(ablation, presentation_of("q4"))
     assert q4.table == "table5" and q4.cells.paper_mean.tolist() == [0.860] and q4.agree == 1
 
 
@@ -89,15 +91,11 @@ def _paper_settings(method: str) -> tuple[int, dict]:
     import dataclasses
     import json
 
-    from fsad_bench.detectors.registry import load_detector
-    from fsad_bench.protocol import load_protocol
+    from fsad_bench.budgets import BUDGETS
+    from fsad_bench.config import resolve_method_config
 
-    budget = load_protocol("q1").budget("paper")
-    cls = load_detector(method)
-    params = budget.method_params(method)
-    img_size = int(params.pop("img_size", budget.img_size))
-    params.setdefault("weights", budget.weights)
-    return img_size, json.loads(json.dumps(dataclasses.asdict(cls.config_from_params(params))))
+    r = resolve_method_config(BUDGETS["paper"], method)
+    return r.img_size, json.loads(json.dumps(dataclasses.asdict(r.config)))
 
 
 def _store_paper_rows(folder, changes: dict[str, dict]) -> None:

@@ -6,17 +6,19 @@ from __future__ import annotations
 import pytest
 
 from fsad_bench import bench
+from fsad_bench.budgets import BUDGETS
 from fsad_bench.cli import main
 from fsad_bench.config import parse_overrides, resolve_method_config
 from fsad_bench.errors import UserError
-from fsad_bench.protocol import ProtocolSpec, load_protocol
-from fsad_bench.runner.generator import GridRequest, build_cells
+from fsad_bench.protocol import load_protocol
+from fsad_bench.runner.generator import build_cells
+from fsad_bench.runner.request import RunRequest
 
 Q1 = load_protocol("q1")
 
 
 def test_budget_then_weights_then_set_in_that_order():
-    quick = Q1.budget("quick")
+    quick = BUDGETS["quick"]
     r = resolve_method_config(quick, "devnet")
     assert (r.img_size, r.config.backbone, r.config.weights) == (64, "resnet18_w16", "none")
     assert r.config.epochs == 10
@@ -30,7 +32,7 @@ def test_budget_then_weights_then_set_in_that_order():
 
 
 def test_a_scoped_unknown_key_and_a_bad_image_size_are_user_errors():
-    quick = Q1.budget("quick")
+    quick = BUDGETS["quick"]
     with pytest.raises(UserError, match="unknown hyper-parameter 'nope' for detector devnet"):
         resolve_method_config(quick, "devnet", overrides={"devnet.nope": "1"})
     with pytest.raises(UserError, match=r"bad --set devnet.img_size 'abc'"):
@@ -38,17 +40,17 @@ def test_a_scoped_unknown_key_and_a_bad_image_size_are_user_errors():
 
 
 def test_with_params_validates_again():
-    r = resolve_method_config(Q1.budget("smoke"), "devnet")
+    r = resolve_method_config(BUDGETS["smoke"], "devnet")
     assert r.with_params({"epochs": "3"}).config.epochs == 3 and r.config.epochs == 1
     with pytest.raises(UserError, match="unknown hyper-parameter"):
         r.with_params({"nope": 1})
 
 
 def test_the_grid_and_bench_use_the_same_resolution(data_root):
-    req = GridRequest(methods=["devnet", "kdad", "dsvdd"], datasets=["brainmri"], seeds=[0], budget="quick",
+    req = RunRequest(methods=["devnet", "kdad", "dsvdd"], datasets=["brainmri"], seeds=[0], budget="quick",
                       overrides=["epochs=2"], data_root=data_root)
     cells, _ = build_cells(Q1, req)
-    budget = Q1.budget("quick")
+    budget = BUDGETS["quick"]
     for cell in cells:
         r = resolve_method_config(budget, cell.method, None, {"epochs": "2"})
         assert (cell.img_size, cell.params) == (r.img_size, r.params)
@@ -60,15 +62,17 @@ def test_the_grid_and_bench_use_the_same_resolution(data_root):
 
 
 def test_budgets_are_resolved_once_per_grid(data_root, monkeypatch):
+    from fsad_bench.runner import generator
+
     calls = []
-    original = ProtocolSpec.budget
+    original = generator.get_budget
 
-    def counting(self, name):
+    def counting(name, declared=None):
         calls.append(name)
-        return original(self, name)
+        return original(name, declared)
 
-    monkeypatch.setattr(ProtocolSpec, "budget", counting)
-    req = GridRequest(methods=["devnet", "kdad", "dsvdd", "flos"], datasets=["brainmri"], seeds=[0],
+    monkeypatch.setattr(generator, "get_budget", counting)
+    req = RunRequest(methods=["devnet", "kdad", "dsvdd", "flos"], datasets=["brainmri"], seeds=[0],
                       budget="smoke", data_root=data_root)
     cells, _ = build_cells(Q1, req)
     assert len(cells) == 4 and calls == ["smoke"]

@@ -9,12 +9,12 @@ import torch
 from conftest import smooth_blob_split as tiny_set
 from sklearn.metrics import roc_auc_score
 
-from fsad_methods.deepsad import DeepSAD, ResNetEmbedding
-from fsad_methods.deepsad_loss import deepsad_loss, deepsad_sample_losses, semi_targets
-from fsad_methods.svdd_common import squared_distance
 from fsad_bench.detectors.base import TrainSet
 from fsad_bench.errors import UserError
 from fsad_bench.testing import check_detector
+from fsad_methods.deepsad import DeepSAD, ResNetEmbedding
+from fsad_methods.deepsad_loss import deepsad_loss, deepsad_sample_losses, semi_targets
+from fsad_methods.svdd_common import squared_distance
 
 # Random init (no download) and a few steps: seconds on a CPU.
 TINY = dict(weights="none", epochs=2, batch_size=24, lr_milestones=(), bn_recalibration=True)

@@ -12,7 +12,8 @@ from PIL import Image
 from fsad_bench.errors import DataError
 from fsad_bench.protocol import load_protocol
 from fsad_bench.runner import generator
-from fsad_bench.runner.generator import GridRequest, build_cells
+from fsad_bench.runner.generator import build_cells
+from fsad_bench.runner.request import RunRequest
 
 
 def fake_elpv_package(site: str, n_normal: int = 40, n_per_type: int = 12, size: int = 32) -> None:
@@ -45,7 +46,7 @@ def auto_elpv(monkeypatch, tmp_path):
 
 
 def _datasets(**req) -> set[str]:
-    cells, _ = build_cells(load_protocol("q1"), GridRequest(methods=["devnet"], budget="smoke", seeds=[0],
+    cells, _ = build_cells(load_protocol("q1"), RunRequest(methods=["devnet"], budget="smoke", seeds=[0],
                                                             **req))
     return {c.dataset for c in cells}
 

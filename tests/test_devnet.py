@@ -11,11 +11,11 @@ from conftest import separable_set
 
 from fsad_bench.detectors.base import TrainSet
 from fsad_bench.metrics import image_metrics
+from fsad_bench.testing import check_detector
 from fsad_methods.deviation_loss import deviation_loss
 from fsad_methods.devnet import DevNet, DevNetNetwork
 from fsad_methods.mil import topk_count, topk_mil
 from fsad_methods.training import BalancedBatches, random_rotation
-from fsad_bench.testing import check_detector
 
 
 def test_deviation_loss_hand_computed():

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 
 import fsad_bench
-from fsad_bench.api import DEFAULT_CELL_SECONDS
 from fsad_bench.cli import main
+from fsad_bench.detectors.registry import load_detector
 
 
 def dry(data_root, out, *extra: str, methods: str = "toy_detectors:Brightness,devnet", seeds: str = "0,1"):
@@ -37,7 +37,7 @@ def test_dry_run_prints_the_grid_and_writes_nothing(data_root, tmp_path, capsys)
     assert "seeds: 0, 1; settings (1): n_anomaly=10" in text
     assert "in the store: 0 finished, 0 not applicable, 0 failed (rerun); to run: 16" in text
     assert "unknown for toy_detectors:Brightness" in text  # no default, nothing finished
-    default = DEFAULT_CELL_SECONDS["smoke"]["devnet"]
+    default = load_detector("devnet").seconds_per_cell["smoke"]
     assert f"devnet on brainmri: {default:.1f} s per cell (default measured" in text
     assert not out.exists()
 

@@ -10,6 +10,9 @@ from conftest import smooth_blob_split as tiny_set
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from fsad_bench.detectors.base import TrainSet
+from fsad_bench.errors import UserError
+from fsad_bench.testing import check_detector
 from fsad_methods.dsvdd import DeepSVDD, LeNetAutoencoder, LeNetEncoder, copy_encoder_weights
 from fsad_methods.dsvdd_loss import (
     one_class_loss,
@@ -19,10 +22,7 @@ from fsad_methods.dsvdd_loss import (
     soft_boundary_score,
 )
 from fsad_methods.svdd_common import initial_centre, parse_milestones, push_away_from_zero, squared_distance
-from fsad_bench.detectors.base import TrainSet
-from fsad_bench.errors import UserError
 from fsad_methods.training import chunks, recalibrate_batchnorm
-from fsad_bench.testing import check_detector
 
 # A few steps of every phase: seconds on a CPU.
 TINY = dict(epochs=2, ae_epochs=2, batch_size=20, ae_batch_size=20, lr_milestones=(), ae_lr_milestones=(),

@@ -25,13 +25,14 @@ from fsad_bench.runner.executors import (
     plan_slots,
     run_cell_on_worker,
 )
-from fsad_bench.runner.generator import GridRequest, build_cells
+from fsad_bench.runner.generator import build_cells
+from fsad_bench.runner.request import RunRequest
 from fsad_bench.runner.runner import run_grid
 from fsad_bench.store import CellResult, ResultStore
 
 
 def _cells(data_root, methods=("toy_detectors:Brightness",), seeds=(0, 1, 2, 3)):
-    req = GridRequest(methods=list(methods), datasets=["brainmri"], seeds=list(seeds), budget="smoke",
+    req = RunRequest(methods=list(methods), datasets=["brainmri"], seeds=list(seeds), budget="smoke",
                       data_root=data_root)
     return build_cells(load_protocol("q1"), req)[0]
 

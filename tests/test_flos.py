@@ -10,14 +10,14 @@ import torch
 from conftest import separable_set as tiny_set
 from torchvision.ops import sigmoid_focal_loss
 
-from fsad_methods.flos import FLOS, FLOSConfig, FLOSNetwork, topk_signed_mean
-from fsad_methods.flos_loss import binary_focal_loss
 from fsad_bench.detectors.base import TrainSet
 from fsad_bench.errors import UserError
 from fsad_bench.metrics import image_metrics
-from fsad_methods.devnet import DevNetConfig
-from fsad_methods.training import Schedule
 from fsad_bench.testing import check_detector
+from fsad_methods.devnet import DevNetConfig
+from fsad_methods.flos import FLOS, FLOSConfig, FLOSNetwork, topk_signed_mean
+from fsad_methods.flos_loss import binary_focal_loss
+from fsad_methods.training import Schedule
 
 # ----------------------------------------------------------------------------------------------
 # focal loss

@@ -1,5 +1,6 @@
-"""The import graph of fsad_bench: no cycles (module-level and function-level imports alike), and the
-report package stands below the runner, the CLI and the benchmark; it names no built-in method."""
+"""The import graph of fsad_bench: no cycles (module-level and function-level imports alike), the
+report package stands below the runner, the CLI and the benchmark, and the core imports no method
+package and names no built-in method outside its comments and docstrings: our methods are plugins."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ ROOT = Path(fsad_bench.__file__).parent
 REPORT = "fsad_bench.report"
 ABOVE_REPORT = ("fsad_bench.runner", "fsad_bench.cli", "fsad_bench.bench")
 BUILT_IN_METHODS = ("devnet", "flos", "kdad", "dsvdd", "deepsad", "minns")
+METHOD_PACKAGES = ("fsad_methods",)
 
 
 def _module_name(path: Path) -> str:
@@ -87,6 +89,7 @@ def _closure(module: str) -> set[str]:
 
 
 def test_the_graph_is_read():
+    assert _docstrings(ast.parse('"""doc"""\nx = "devnet"')) and METHOD_PACKAGES
     # the walk sees the report package and both kinds of import (a sanity check on the parser)
     assert {"fsad_bench.report.tables", "fsad_bench.report.layouts", "fsad_bench.cli"} <= set(GRAPH)
     assert "fsad_bench.report.tables" in GRAPH["fsad_bench.report.layouts"]
@@ -106,11 +109,42 @@ def test_report_imports_nothing_above_it():
         assert above == [], f"{module} imports (directly or through others) {above}"
 
 
-def test_report_names_no_built_in_method():
-    paths = sorted((ROOT / "report").rglob("*.py"))
-    assert len(paths) > 5
-    for path in paths:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+def _imported_names(path: Path) -> set[str]:
+    """Every module name ``path`` imports, inside or outside fsad_bench, at any level of the file."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            out |= {node.module or ""} | {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def test_no_core_module_imports_a_method_package():
+    assert len(MODULES) > 40
+    for module, path in MODULES.items():
+        hits = sorted(n for n in _imported_names(path) if n.split(".")[0] in METHOD_PACKAGES)
+        assert not hits, f"{module} imports {hits}"
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    """ids of the docstring nodes of a module, its classes and functions."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                out.add(id(first.value))
+    return out
+
+
+def test_core_code_names_no_built_in_method():
+    """Strings of the core's code (not its docstrings or comments) name no built-in method: the core
+    knows methods only through the registry and what they declare."""
+    for module, path in MODULES.items():
+        tree = ast.parse(path.read_text())
+        docs = _docstrings(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
                 hits = [m for m in BUILT_IN_METHODS if m in node.value.lower()]
-                assert not hits, f"{path.name}:{node.lineno} names {hits} in {node.value[:60]!r}"
+                assert not hits, f"{module}:{node.lineno} names {hits} in {node.value[:60]!r}"

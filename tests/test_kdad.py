@@ -9,6 +9,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from fsad_bench.detectors.base import TrainSet
+from fsad_bench.errors import UserError
+from fsad_bench.testing import check_detector
 from fsad_methods.kdad import KDAD, KDADConfig, build_student, build_teacher
 from fsad_methods.kdad_loss import (
     direction_distance,
@@ -17,9 +20,6 @@ from fsad_methods.kdad_loss import (
     layer_distances,
     magnitude_distance,
 )
-from fsad_bench.detectors.base import TrainSet
-from fsad_bench.errors import UserError
-from fsad_bench.testing import check_detector
 
 
 # ----------------------------------------------------------------------------- loss (hand-computed)

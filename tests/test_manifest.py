@@ -24,7 +24,7 @@ def test_manifest_records_command_specs_versions_hardware_and_counts(data_root, 
     m = json.loads((out / "run_manifest.json").read_text())
     assert m["argv"][:2] == ["fsad-bench", "run"] and "power=2" in m["argv"]
     assert m["status"] == "finished" and m["start_time"] <= m["end_time"]
-    assert m["spec"]["name"] == "q1" and m["spec"]["budgets"]["smoke"]["img_size"] == 32
+    assert m["spec"]["name"] == "q1" and m["spec"]["settings"] == {"n_anomaly": [10]}
     assert m["budget"] == "smoke" and m["datasets"] == ["brainmri"] and m["seeds"] == [0, 1]
     assert m["methods"]["toy_detectors:Brightness"] == [{"img_size": 32, "params": {"power": 2.0}}]
     assert m["n_cells"] == 4 and m["already_finished"] == 0 and m["to_run"] == 4

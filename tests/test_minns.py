@@ -10,6 +10,10 @@ import torch
 import torch.nn.functional as F
 from conftest import separable_set as tiny_set
 
+from fsad_bench.detectors.base import TrainSet
+from fsad_bench.errors import UserError
+from fsad_bench.metrics import image_metrics
+from fsad_bench.testing import check_detector
 from fsad_methods.minns import MINNS, MINNSConfig, MINNSNetwork
 from fsad_methods.minns_loss import (
     deep_supervision_loss,
@@ -19,11 +23,7 @@ from fsad_methods.minns_loss import (
     mean_pool,
     mil_pool,
 )
-from fsad_bench.detectors.base import TrainSet
-from fsad_bench.errors import UserError
-from fsad_bench.metrics import image_metrics
 from fsad_methods.training import Schedule
-from fsad_bench.testing import check_detector
 
 # one bag (B = 1) of three instances (N = 3) with two features (D = 2)
 BAG = torch.tensor([[[1.0, 0.0], [-2.0, 4.0], [3.0, 1.0]]])

@@ -12,8 +12,8 @@ import pytest
 from fsad_bench.cli import main
 from fsad_bench.report.compare import load_published
 from fsad_bench.report.layouts import protocol_report
-from fsad_bench.report.presentation import report_spec
 from fsad_bench.report.tables import build_table, open_set_frame
+from fsad_bench.upgrade import presentation_of
 
 
 def _published_pvalues() -> pd.DataFrame:
@@ -63,7 +63,7 @@ def test_pvalues_use_the_displayed_means_not_the_unrounded_ones():
         lead = 0.0002 if i < 2 else 0.05 * (i + 1)
         recs += [("devnet", d, d, 0, 0.5 + lead), ("minns", d, d, 0, 0.5)]
     df = pd.DataFrame(recs, columns=["method", "dataset", "category", "seed", "value"])
-    table = build_table(df)
+    table = build_table(df, spec=presentation_of("q1"))
     shown = table.unit_means["per_dataset"].map(lambda v: float(f"{v:.3f}"))
     from scipy.stats import wilcoxon
 
@@ -78,13 +78,13 @@ def test_levels_the_paper_does_not_print_are_ours():
     recs = [dict(dataset="elpv", category="elpv", method=m, seed=0, setting={"known_class": k},
                  value=v + (0.1 if m == "devnet" else 0))
             for k, v in (("mono", 0.6), ("poly", 0.7)) for m in ("devnet", "minns")]
-    table = build_table(open_set_frame(pd.DataFrame(recs)), multi=True, spec=report_spec("q2"))
+    table = build_table(open_set_frame(pd.DataFrame(recs)), multi=True, spec=presentation_of("q2"))
     labels = [label for label, _ in table.pvalue_rows]
     assert labels == ["p-value (1) (ours)", "p-value (2)"]
     # Table 4 (q3) and Table 5 (q4) print none: every p-value row of theirs is ours
     q3 = pd.DataFrame([dict(method=m, dataset="mvtec", category="carpet", seed=0, value=v, setting={})
                        for m, v in (("devnet", 0.9), ("minns", 0.8))])
-    text = protocol_report(q3, "q3", "markdown", "pixel_auc_per_image", [])
+    text = protocol_report(q3, presentation_of("q3"), "markdown", "pixel_auc_per_image", [])
     assert "| p-value (1) (ours) " in text
 
 
@@ -97,7 +97,7 @@ def test_table3_pvalues_from_its_printed_rows():
     df = pd.DataFrame(dict(dataset=rows.dataset, category=category,
                            method=rows.method, seed=0, value=rows["mean"],
                            setting=[{"known_class": k} for k in rows.known_class]))
-    table = build_table(open_set_frame(df), multi=True, spec=report_spec("q2"))
+    table = build_table(open_set_frame(df), multi=True, spec=presentation_of("q2"))
     row = dict(table.pvalue_rows)["p-value (29)"]
     assert [row[m] for m in ("kdad", "deepsad", "flos", "minns")] == ["0.0350", "0.0000", "0.1316", "0.0795"]
 

@@ -9,12 +9,14 @@ import sys
 import pytest
 from test_plugins import register
 
+import fsad_bench
 from fsad_bench.cli import main
 from fsad_bench.detectors.registry import available_detectors, detector_clashes, load_detector
 from fsad_bench.errors import UserError
-from fsad_methods.devnet import DevNet
 from fsad_bench.protocol import load_protocol
-from fsad_bench.runner.generator import GridRequest, build_cells
+from fsad_bench.runner.generator import build_cells
+from fsad_bench.runner.request import RunRequest
+from fsad_methods.devnet import DevNet
 
 
 @pytest.fixture
@@ -28,13 +30,13 @@ def test_a_plugin_named_like_a_builtin_is_an_error_naming_both(site, data_root, 
     register(site, "evil_plugin", "devnet = toy_detectors:Brightness")
     with pytest.raises(UserError, match="detector name 'devnet' is registered by") as exc:
         load_detector("devnet")
-    assert "fsad-bench 0.1.0 (fsad_methods.devnet:DevNet)" in str(exc.value)
+    assert f"fsad-bench {fsad_bench.__version__} (fsad_methods.devnet:DevNet)" in str(exc.value)
     assert "evil_plugin 0.1.0 (toy_detectors:Brightness)" in str(exc.value)
     assert "devnet" not in available_detectors() and "flos" in available_detectors()
     assert [c.name for c in detector_clashes()] == ["devnet"]
     # the dotted path still reaches the built-in
     assert load_detector("fsad_methods.devnet:DevNet") is DevNet
-    req = GridRequest(methods=["devnet"], datasets=["brainmri"], seeds=[0], budget="smoke",
+    req = RunRequest(methods=["devnet"], datasets=["brainmri"], seeds=[0], budget="smoke",
                       data_root=data_root)
     with pytest.raises(UserError, match="evil_plugin"):
         build_cells(load_protocol("q1"), req)

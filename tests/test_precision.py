@@ -6,7 +6,8 @@ import torch
 
 from fsad_bench.precision import tf32_enabled, use_true_float32
 from fsad_bench.protocol import load_protocol
-from fsad_bench.runner.generator import GridRequest, build_cells
+from fsad_bench.runner.generator import build_cells
+from fsad_bench.runner.request import RunRequest
 from fsad_bench.runner.runner import run_grid
 from fsad_bench.store import ResultStore
 
@@ -28,7 +29,7 @@ def test_use_true_float32_turns_both_flags_off():
 
 
 def test_every_cell_runs_and_records_true_float32(data_root, tmp_path):
-    req = GridRequest(methods=["toy_detectors:Brightness"], datasets=["brainmri"], seeds=[0, 1],
+    req = RunRequest(methods=["toy_detectors:Brightness"], datasets=["brainmri"], seeds=[0, 1],
                       budget="smoke", data_root=data_root)
     cells, _ = build_cells(load_protocol("q1"), req)
     _allow_tf32(True)

@@ -11,14 +11,16 @@ import pytest
 from conftest import make_tiny_dataset
 
 from fsad_bench.data.layout import CategoryIndex, scan_category
+from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import SkipCell
-from fsad_methods.mil import topk_count
 from fsad_bench.protocol import load_protocol, packaged_protocols
 from fsad_bench.published_settings import published_settings_differ
-from fsad_bench.runner.generator import GridRequest, build_cells
+from fsad_bench.runner.generator import build_cells
+from fsad_bench.runner.request import RunRequest
 from fsad_bench.runner.runner import run_grid
 from fsad_bench.splits import q2_split, q5_split, q6_split
 from fsad_bench.store import ResultStore
+from fsad_methods.mil import topk_count
 
 
 @pytest.fixture
@@ -138,18 +140,19 @@ def test_ksweep_changes_k():
     spec = load_protocol("ksweep")
     ratios = [s["topk_ratio"] for s in spec.setting_grid()]
     assert ratios == [0.01, 0.05, 0.10, 0.15, 0.20]
-    size = spec.budget("quick").method_params("devnet")["img_size"]
+    size = spec.set_at("quick")["img_size"]  # the protocol's own change at the quick budget
     cells = (size // 32) ** 2
     ks = [topk_count(cells, r) for r in ratios]
     assert ks == sorted(ks) and ks[0] < ks[-1]
     assert [topk_count(14 * 14, r) for r in ratios] == [1, 9, 19, 29, 39]  # paper resolution
 
 
-def test_every_packaged_spec_loads_with_three_budgets():
+def test_every_packaged_spec_loads_and_every_method_declares_the_three_budgets():
     for name in packaged_protocols():
         spec = load_protocol(name)
-        assert set(spec.budgets) >= {"paper", "quick", "smoke"}, name
         assert spec.setting_grid(), name
+        for method in spec.methods:
+            assert set(load_detector(method).budgets) >= {"paper", "quick", "smoke"}, (name, method)
 
 
 def test_q2_grid_expands_classes_and_reports_impossible_cells(tmp_path):
@@ -161,7 +164,7 @@ def test_q2_grid_expands_classes_and_reports_impossible_cells(tmp_path):
     for i in range(3, 8):  # esophagitis-a keeps 3 images: fewer than the paper's smallest class (6)
         (root / f"hyperkvasir/hyperkvasir/test/esophagitis-a/{i:03d}.png").unlink()
     spec = load_protocol("q2")
-    req = GridRequest(methods=["toy_detectors:Brightness"], datasets=["elpv", "hyperkvasir"], seeds=[0],
+    req = RunRequest(methods=["toy_detectors:Brightness"], datasets=["elpv", "hyperkvasir"], seeds=[0],
                       budget="smoke", data_root=root)
     cells, _ = build_cells(spec, req)
     assert sorted((c.dataset, c.setting["known_class"]) for c in cells) == [
@@ -197,7 +200,7 @@ def test_mastcam_runs_at_its_native_64_px_everywhere(tmp_path):
     methods = ["devnet", "flos", "minns", "deepsad", "kdad", "dsvdd"]
 
     def sizes(protocol, budget, overrides=()):
-        req = GridRequest(methods=methods, datasets=["mastcam", "aitex"], seeds=[0], budget=budget,
+        req = RunRequest(methods=methods, datasets=["mastcam", "aitex"], seeds=[0], budget=budget,
                           weights="none", overrides=list(overrides), data_root=root)
         return {(c.dataset, c.method): c.img_size for c in build_cells(load_protocol(protocol), req)[0]}
 

@@ -19,8 +19,9 @@ import fsad_bench.provenance as provenance
 from fsad_bench.cli import main
 from fsad_bench.data.layout import scan_category
 from fsad_bench.protocol import load_protocol
-from fsad_bench.runner.generator import GridRequest, build_cells
+from fsad_bench.runner.generator import build_cells
 from fsad_bench.runner.job import run_cell
+from fsad_bench.runner.request import RunRequest
 from fsad_bench.runner.runner import run_grid
 from fsad_bench.store import ResultStore
 
@@ -28,7 +29,7 @@ BRIGHT = "toy_detectors:Brightness"
 
 
 def _cells(data_root, methods=(BRIGHT,), seeds=(0,)):
-    req = GridRequest(methods=list(methods), datasets=["brainmri"], seeds=list(seeds), budget="smoke",
+    req = RunRequest(methods=list(methods), datasets=["brainmri"], seeds=list(seeds), budget="smoke",
                       data_root=data_root)
     return build_cells(load_protocol("q1"), req)[0]
 

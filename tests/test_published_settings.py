@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from fsad_bench.detectors.registry import load_detector
+from fsad_bench.budgets import BUDGETS
+from fsad_bench.config import resolve_method_config
 from fsad_bench.protocol import load_protocol
 from fsad_bench.published_settings import published_settings, published_settings_differ
 
@@ -18,14 +19,10 @@ TABLE_PROTOCOLS = ("q1", "q2", "q3", "q4")
 
 def _resolved(protocol: str, budget: str, method: str) -> tuple[int, dict]:
     """(image size, resolved hyper-parameters) of ``method`` in that budget, as the grid resolves
-    them (budget table over the detector's defaults), without loading any weights."""
-    b = load_protocol(protocol).budget(budget)
-    cls = load_detector(method)
-    params = b.method_params(method)
-    img_size = int(params.pop("img_size", b.img_size))
-    if "weights" in {f.name for f in dataclasses.fields(cls.Config)}:
-        params.setdefault("weights", b.weights)
-    return img_size, dataclasses.asdict(cls.config_from_params(params))
+    them (the method's budget table over its defaults, the protocol's changes), without loading any
+    weights."""
+    r = resolve_method_config(BUDGETS[budget], method, protocol_set=load_protocol(protocol).set_at(budget))
+    return r.img_size, dataclasses.asdict(r.config)
 
 
 @pytest.mark.parametrize("protocol", TABLE_PROTOCOLS)

@@ -10,6 +10,7 @@ from scipy.stats import wilcoxon
 from fsad_bench.cli import main
 from fsad_bench.report.render import render
 from fsad_bench.report.tables import build_table, load_long_csv
+from fsad_bench.upgrade import presentation_of
 
 # Paper Table 2 means (DevNet vs MINNS) on the 8 non-MVTec datasets plus 2 MVTec categories.
 DEVNET = {"aitex": .887, "sdd": .988, "elpv": .846, "optical": .782, "mastcam": .790, "brainmri": .958,
@@ -32,7 +33,7 @@ def _long() -> pd.DataFrame:
 
 
 def test_table_layout_and_values():
-    table = build_table(_long())
+    table = build_table(_long(), spec=presentation_of("q1"))
     labels = [r.label for r in table.rows]
     assert labels[:3] == ["Carpet", "Grid", "MVTEC AD"] and "AITEX" in labels
     mv = next(r for r in table.rows if r.label == "MVTEC AD")
@@ -43,7 +44,7 @@ def test_table_layout_and_values():
 
 
 def test_pvalues_equal_scipy():
-    table = build_table(_long())
+    table = build_table(_long(), spec=presentation_of("q1"))
     rows = dict(table.pvalue_rows)
     dev9 = [DEVNET[d] for d in sorted(DEVNET)] + [(.867 + .967) / 2]
     min9 = [MINNS[d] for d in sorted(DEVNET)] + [(.876 + .983) / 2]
@@ -57,14 +58,14 @@ def test_pvalues_equal_scipy():
 
 def test_too_few_datasets_gives_no_number():
     df = _long()
-    table = build_table(df[df.dataset == "aitex"])
+    table = build_table(df[df.dataset == "aitex"], spec=presentation_of("q1"))
     ((label, ps),) = table.pvalue_rows  # one dataset: both ways of counting coincide, no Holm row
     assert label == "p-value (1)" and ps["minns"] == "n/a"
     assert any("n/a: needs >= 6 datasets, has 1" in n for n in table.notes)
 
 
 def test_render_formats_bold_best():
-    table = build_table(_long())
+    table = build_table(_long(), spec=presentation_of("q1"))
     md = render(table, "markdown")
     assert "| **0.887** ± 0.008 |" in md  # AITEX: DevNet best
     tex = render(table, "latex")
@@ -109,12 +110,12 @@ def test_curve_report_and_figure(tmp_path):
     from fsad_bench.report.layouts import protocol_report
 
     df = _cells_frame([{"n_anomaly": n} for n in (5, 10, 20, 40)])
-    text = protocol_report(df, "q5", "markdown", "auc_roc", [], tmp_path / "fig")
+    text = protocol_report(df, presentation_of("q5"), "markdown", "auc_roc", [], tmp_path / "fig")
     # mean over categories per seed, then mean ± population std over seeds: 0.8 + 0.01 + 0.01 ± 0.01
     row = [line for line in text.splitlines() if line.startswith("| SYNTHETIC") and "| 10 " in line]
     assert len(row) == 1 and "0.820 ± 0.010" in row[0] and "0.720 ± 0.010" in row[0]
     assert (tmp_path / "fig" / "q5.png").stat().st_size > 5000 and (tmp_path / "fig" / "q5.pdf").exists()
-    csv = protocol_report(df, "q5", "csv", "auc_roc", [], None)
+    csv = protocol_report(df, presentation_of("q5"), "csv", "auc_roc", [], None)
     assert csv.splitlines()[0] == "dataset,n_anomaly,method,mean,std,flags" and len(csv.splitlines()) == 1 + 8
 
 
@@ -123,7 +124,7 @@ def test_open_set_table_rows_are_known_classes():
 
     df = _cells_frame([{"known_class": k, "n_anomaly": 10} for k in ("color", "cut", "hole")],
                       datasets=("mvtec",), categories=("carpet",))
-    table = build_table(open_set_frame(df), multi=True)
+    table = build_table(open_set_frame(df), multi=True, spec=presentation_of("q1"))
     labels = [r.label for r in table.rows]
     assert labels == ["Color", "Cut", "Hole", "Carpet"]
     assert table.pvalue_rows[-1][0] == "p-value (3)"
@@ -134,10 +135,10 @@ def test_open_set_latex_has_tier_columns_and_equal_cell_counts():
 
     df = _cells_frame([{"known_class": k, "n_anomaly": 10} for k in ("color", "cut")],
                       datasets=("mvtec",), categories=("carpet", "metal_nut"))
-    tex = protocol_report(df, "q2", "latex", "auc_roc", [])
+    tex = protocol_report(df, presentation_of("q2"), "latex", "auc_roc", [])
     assert "Data (Tier-1) & Data (Tier-2)" in tex and "\\label{tab:q2-auc-roc}" in tex
     rows = [line for line in tex.splitlines() if line.endswith("\\\\")]
     assert all(line.count("&") == 1 + 2 for line in rows)  # two name columns + DevNet and FLOS
     assert "Carpet & Color" in tex and " & \\textbf{Mean} & " in tex
-    md = protocol_report(df, "q2", "markdown", "auc_roc", [])
+    md = protocol_report(df, presentation_of("q2"), "markdown", "auc_roc", [])
     assert "| Metal_Nut " in md and "| **Mean** " in md

@@ -14,10 +14,12 @@ import pytest
 
 from fsad_bench.cli import main
 from fsad_bench.detectors.base import Detector, TrainSet
+from fsad_bench.protocol import ProtocolSpec
 from fsad_bench.report.layouts import protocol_report
-from fsad_bench.report.presentation import ReportSpec
+from fsad_bench.report.presentation import Presentation
 from fsad_bench.report.tables import build_table
 from fsad_bench.store import CellResult, ResultStore
+from fsad_bench.upgrade import presentation_of
 
 
 class MyDet(Detector):
@@ -98,19 +100,20 @@ def _long(methods: dict[str, float], n_datasets: int = 6) -> pd.DataFrame:
 
 def test_reference_method_comes_from_the_spec():
     df = _long({"minns": 0.8, "flos": 0.7, "devnet": 0.6})
-    spec = ReportSpec("mine", "mine", methods=("devnet", "flos", "minns"), reference_method="minns")
-    table = build_table(df, spec=spec)
+    mine = ProtocolSpec(name="mine", split="q1", datasets=[], methods=["devnet", "flos", "minns"],
+                        reference_method="minns")
+    table = build_table(df, spec=Presentation(mine, presentation_of("q1").methods))
     assert table.methods == ["devnet", "flos", "minns"] and table.reference == "minns"
     row = dict(table.pvalue_rows)["p-value (6)"]
     assert row["minns"] == "-" and row["devnet"] == row["flos"] == "0.0312"  # 6 of 6 pairs one way
     assert any("signed-rank test of MINNS vs each method" in n for n in table.notes)
-    none = build_table(df, spec=ReportSpec("mine", "mine", methods=("devnet", "flos", "minns")))
+    none = build_table(df, spec=Presentation(mine.model_copy(update={"reference_method": None})))
     assert none.reference is None and none.pvalue_rows == []
 
 
 def test_table5_titles_its_default_model_from_the_spec():
     df = _long({"devnet_rep": 0.7, "devnet": 0.8}, n_datasets=2)
-    md = protocol_report(df, "q4", "markdown", "auc_roc", [])
+    md = protocol_report(df, presentation_of("q4"), "markdown", "auc_roc", [])
     header = next(line for line in md.splitlines() if line.startswith("| Data"))
     assert [c.strip() for c in header.strip("|").split("|")] == ["Data", "Rep", "MIL-DS (DevNet)"]
     assert "p-value (2)" in md  # q4's reference_method

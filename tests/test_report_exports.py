@@ -173,11 +173,12 @@ def test_from_csv_refuses_cells_of_several_protocols(q1_folder, tmp_path, capsys
 
 def test_parquet_round_trips_with_pandas(q1_folder, tmp_path, capsys):
     from fsad_bench.report.export import long_frame
+    from fsad_bench.report.results import read_results
 
     assert main(["report", str(q1_folder), "--format", "parquet"]) == 0  # default: DIR/cells.parquet
     assert "written to" in capsys.readouterr().err
     parquet = pd.read_parquet(q1_folder / "cells.parquet")
-    expected, left_out = long_frame(q1_folder)
+    expected, left_out = long_frame(read_results(q1_folder))
     assert left_out == 1 and len(parquet) == len(expected) == (2 + len(SINGLE)) * len(METHODS) * 3
     assert list(parquet.columns) == list(expected.columns)
     pd.testing.assert_frame_equal(parquet, expected, check_dtype=False)  # values exact, "" stays ""

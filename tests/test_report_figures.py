@@ -18,7 +18,9 @@ from PIL import Image
 from fsad_bench.report import figures
 from fsad_bench.report.document import collect_sections
 from fsad_bench.report.presentation import budget_note
+from fsad_bench.report.results import read_results
 from fsad_bench.store import CellResult, ResultStore
+from fsad_bench.upgrade import describe_old_store, presentation_of
 
 SINGLE = ["aitex", "sdd", "elpv", "optical", "brainmri", "headct"]
 METHODS = {"devnet": 0.85, "flos": 0.78, "minns": 0.75}
@@ -95,7 +97,8 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Made:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(figures, "_save", recording_save)
-        sections, _ = collect_sections(folder, "html", "auc_roc", compare_paper=False)
+        results = read_results(folder, describe_old_store(folder))
+        sections, _ = collect_sections(results, "html", "auc_roc", compare_paper=False)
     return Made(folder, sections, saved)
 
 
@@ -115,11 +118,11 @@ def test_every_protocol_has_a_figure_and_every_figure_names_its_budget(made):
 
 
 def test_q1_bars_are_the_per_dataset_means_with_the_seed_spread(made):
-    from fsad_bench.report.tables import build_table, load_long
+    from fsad_bench.report.tables import build_table
 
     ax = made.figures["q1_auc_roc_bars"].axes[0]
-    df = load_long(made.folder)[0]
-    table = build_table(df[df.protocol == "q1"])
+    df = read_results(made.folder).rows("auc_roc")[0]
+    table = build_table(df[df.protocol == "q1"], spec=presentation_of("q1"))
     groups = [t.get_text() for t in ax.get_xticklabels()]
     assert groups == ["MVTEC AD"] + ["AITEX", "SDD", "ELPV", "Optical", "BrainMRI", "HeadCT"]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]

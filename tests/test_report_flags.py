@@ -14,6 +14,7 @@ from fsad_bench.cli import main
 from fsad_bench.report.document import comparison_part
 from fsad_bench.report.layouts import protocol_report
 from fsad_bench.store import CellResult, ResultStore
+from fsad_bench.upgrade import presentation_of
 
 DIVERGED = [{"flag": "diverged", "reason": "mean loss of the last 5 steps 1e6 x the first"}]
 
@@ -34,7 +35,7 @@ def _line(text: str, start: str) -> str:
 
 
 def test_markdown_marks_the_cell_and_lists_the_result():
-    text = protocol_report(_frame(), "q1", "markdown", "auc_roc", [])
+    text = protocol_report(_frame(), presentation_of("q1"), "markdown", "auc_roc", [])
     assert "0.800 ± 0.000 †" in _line(text, "| SDD ")
     assert "†" not in _line(text, "| AITEX ")
     assert "> † SDD, MINNS, seed 1: diverged (mean loss of the last 5 steps 1e6 x the first)" in text
@@ -43,14 +44,14 @@ def test_markdown_marks_the_cell_and_lists_the_result():
 @pytest.mark.parametrize("fmt, mark", [("latex", "0.800 $\\pm$ 0.000 $^\\dagger$"),
                                        ("html", "0.800 ± 0.000 †")])
 def test_latex_and_html_mark_it_too(fmt, mark):
-    text = protocol_report(_frame(), "q1", fmt, "auc_roc", [])
+    text = protocol_report(_frame(), presentation_of("q1"), fmt, "auc_roc", [])
     assert mark in text and "SDD, MINNS, seed 1: diverged" in text
     if fmt == "latex":
         assert text.count("{") == text.count("}")
 
 
 def test_csv_has_a_flags_column():
-    text = protocol_report(_frame(), "q1", "csv", "auc_roc", [])
+    text = protocol_report(_frame(), presentation_of("q1"), "csv", "auc_roc", [])
     df = pd.read_csv(io.StringIO(text), keep_default_na=False)
     flagged = df[df["flags"] != ""]
     assert flagged[["row", "method", "flags"]].values.tolist() == [["SDD", "minns", "diverged"]]
@@ -59,7 +60,7 @@ def test_csv_has_a_flags_column():
 def test_an_average_row_includes_its_flagged_category():
     df = _frame()
     df = df.assign(category=df.dataset.map({"aitex": "carpet", "sdd": "grid"}), dataset="mvtec")
-    text = protocol_report(df, "q1", "markdown", "auc_roc", [])
+    text = protocol_report(df, presentation_of("q1"), "markdown", "auc_roc", [])
     assert "†" in _line(text, "| Grid ") and "†" in _line(text, "| **MVTEC AD** ")
     assert "†" not in _line(text, "| Carpet ")
 
@@ -67,13 +68,14 @@ def test_an_average_row_includes_its_flagged_category():
 def test_curves_mark_the_point():
     frames = [_frame({"n_anomaly": n}) for n in (5, 10)]
     frames[0]["flags"] = [[] for _ in range(len(frames[0]))]  # flagged only at n = 10
-    text = protocol_report(pd.concat(frames, ignore_index=True), "q5", "markdown", "auc_roc", [])
+    text = protocol_report(pd.concat(frames, ignore_index=True), presentation_of("q5"), "markdown", "auc_roc",
+                           [])
     assert "†" in _line(text, "| SDD    | 10 ") and "†" not in _line(text, "| SDD    | 5 ")
     assert "SDD, n_anomaly=10, MINNS, seed 1: diverged" in text
 
 
 def test_beside_the_paper_the_flagged_cell_is_marked():
-    body = comparison_part(_frame(), "q1", "markdown").body
+    body = comparison_part(_frame(), presentation_of("q1"), "markdown").body
     assert "†" in _line(body, "| SDD    | MINNS")
     assert "† SDD, MINNS: includes flagged results: diverged (seed 1: mean loss" in body
 

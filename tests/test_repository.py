@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 #: What ships or documents the project (results/ holds run outputs, except the published numbers).
-SCANNED = ["fsad_bench", "baselines", "protocols", "tests", "examples", "benchmarks", "docs", "results/paper",
+SCANNED = ["fsad_bench", "methods", "protocols", "tests", "examples", "benchmarks", "docs", "results/paper",
            ".ci", "README.md", "pyproject.toml", "tox.ini"]
 #: A reference to a document: a file name ending .md or .rst (with its folders), a path under
 #: docs/, or one under a shared/ folder (material outside the repository).

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from fsad_bench.protocol import load_protocol
-from fsad_bench.runner.generator import GridRequest, build_cells
+from fsad_bench.runner.generator import build_cells
+from fsad_bench.runner.request import RunRequest
 from fsad_bench.runner.runner import run_grid
 from fsad_bench.store import ResultStore
 
 
 def _cells(data_root, methods, seeds=(0, 1), overrides=()):
     spec = load_protocol("q1")
-    req = GridRequest(methods=list(methods), datasets=["brainmri"], seeds=list(seeds), budget="smoke",
+    req = RunRequest(methods=list(methods), datasets=["brainmri"], seeds=list(seeds), budget="smoke",
                       overrides=list(overrides), data_root=data_root)
     return build_cells(spec, req)[0]
 

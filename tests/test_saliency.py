@@ -9,13 +9,13 @@ import torch
 from conftest import blob_image, separable_set, smooth_blob_split
 from scipy.ndimage import gaussian_filter
 
+from fsad_bench.detectors.base import TrainSet
+from fsad_bench.errors import UserError
+from fsad_methods.devnet import DevNet
 from fsad_methods.flos import FLOS
 from fsad_methods.kdad import KDAD, LAYERS, SCORE_LAYERS
 from fsad_methods.kdad_loss import kdad_score
 from fsad_methods.minns import MINNS
-from fsad_bench.detectors.base import TrainSet
-from fsad_bench.errors import UserError
-from fsad_methods.devnet import DevNet
 from fsad_methods.saliency import (
     explain_images,
     frozen,

@@ -12,6 +12,7 @@ from statsmodels.stats.multitest import multipletests
 from fsad_bench.report.layouts import statistics_part
 from fsad_bench.report.stats import average_ranks, friedman_nemenyi, holm, paired_wilcoxon
 from fsad_bench.report.tables import build_table
+from fsad_bench.upgrade import presentation_of
 
 # 8 datasets x 4 methods of mean AUCs (fixed, with a tie in the last row)
 MATRIX = pd.DataFrame(
@@ -70,7 +71,7 @@ def _long(matrix: pd.DataFrame) -> pd.DataFrame:
 
 
 def test_statistics_section_labels_spreads_and_draws_cd(tmp_path):
-    table = build_table(_long(MATRIX))
+    table = build_table(_long(MATRIX), spec=presentation_of("q1"))
     labels = [label for label, _ in table.pvalue_rows]
     assert labels == ["p-value (8)", "Holm p (8) (ours)"]
     part = statistics_part(table, "markdown", tmp_path, "q1_auc_roc", "Q1")

@@ -15,15 +15,17 @@ import pytest
 import torch
 from PIL import Image
 
+from fsad_bench.budgets import BUDGETS
 from fsad_bench.cli import main
 from fsad_bench.config import resolve_method_config
 from fsad_bench.detectors.base import Detector
 from fsad_bench.errors import UserError
-from fsad_methods.devnet import DevNet
 from fsad_bench.protocol import load_protocol, packaged_protocols
-from fsad_bench.runner.generator import GridRequest, build_cells, check_img_size
+from fsad_bench.runner.generator import build_cells, check_img_size
 from fsad_bench.runner.job import run_cell
+from fsad_bench.runner.request import RunRequest
 from fsad_bench.store import STORE_NAME, ResultStore
+from fsad_methods.devnet import DevNet
 
 TOY = "toy_detectors:Brightness"
 
@@ -39,7 +41,7 @@ def one_line_exit_2(argv: list[str], capsys: pytest.CaptureFixture) -> str:
 # --- item 3: duplicates run once ----------------------------------------------------------------
 
 def test_duplicate_seeds_methods_and_datasets_make_one_cell(data_root):
-    req = GridRequest(methods=[TOY, TOY], datasets=["brainmri", "brainmri"], seeds=[0, 0], budget="smoke",
+    req = RunRequest(methods=[TOY, TOY], datasets=["brainmri", "brainmri"], seeds=[0, 0], budget="smoke",
                       data_root=data_root)
     cells, _ = build_cells(load_protocol("q1"), req)
     assert len(cells) == 1
@@ -55,7 +57,7 @@ def test_duplicate_seeds_on_the_command_line_run_once(data_root, tmp_path, capsy
 def test_duplicate_values_in_a_spec_run_once(tmp_path):
     spec = tmp_path / "dup.toml"
     spec.write_text('name = "dup"\nsplit = "q1"\ndatasets = ["synthetic", "synthetic"]\n'
-                    'methods = ["devnet", "devnet"]\nseeds = [0, 0, 2]\nbudgets_from = "q1"\n'
+                    'methods = ["devnet", "devnet"]\nseeds = [0, 0, 2]\n'
                     '[settings]\nn_anomaly = [10, 10]\n')
     loaded = load_protocol(str(spec))
     assert loaded.datasets == ["synthetic"] and loaded.methods == ["devnet"] and loaded.seeds == [0, 2]
@@ -147,9 +149,9 @@ def test_every_packaged_budget_table_is_valid():
     # ranges and image-size minimums hold for every method of every packaged spec and budget
     for name in packaged_protocols():
         spec = load_protocol(name)
-        for budget in spec.budgets:
+        for budget in BUDGETS:
             for method in spec.methods:
-                r = resolve_method_config(spec.budget(budget), method, "none")
+                r = resolve_method_config(BUDGETS[budget], method, "none", protocol_set=spec.set_at(budget))
                 check_img_size(method, r.config, r.img_size)
 
 
@@ -201,7 +203,6 @@ SPEC = '''name = "mine"
 split = "q1"
 datasets = ["synthetic"]
 methods = ["devnet"]
-budgets_from = "q1"
 [settings]
 n_anomaly = [10]
 '''
@@ -214,21 +215,19 @@ n_anomaly = [10]
     ('methods = ["devnet"]', 'methods = ["devnet"]\nseeds = [-1]', "seeds[0] = -1: input should be greater"),
     ('datasets = ["synthetic"]', 'datasets = "mvtec"', "datasets = 'mvtec': input should be a valid list"),
     ('split = "q1"', 'split = "q7"', "split = 'q7' is no split rule"),
-    ('budgets_from = "q1"', 'budgets_from = "q11"', "budgets_from = 'q11' names no packaged protocol; did "
-                                                    "you mean 'q1'?"),
-    ('budgets_from = "q1"', '', "has no [budgets] table"),
+    ('name = "mine"', 'name = "mine"\nbudgets_from = "q1"', "'budgets_from' is gone: each method declares "
+                                                             "its own budgets"),
     ('n_anomaly = [10]', 'n_anomalies = [10]', "settings.n_anomalies is no argument of split rule 'q1'; did "
                                                "you mean 'n_anomaly'?"),
     ('n_anomaly = [10]', '', "split rule 'q1' needs n_anomaly"),
     ('name = "mine"', 'name = "mine"\nreport = "tabel2"', "report = 'tabel2' is no report layout; did you"),
     ('name = "mine"', 'name = "mine"\npixel_metrics = "yes"', "pixel_metrics = 'yes': input should be a"),
     ('name = "mine"', '', "lacks the key 'name'"),
-    ('n_anomaly = [10]', 'n_anomaly = [10]\n[budgets.quick]\nimgsize = 64',
-     "unknown key 'budgets.quick.imgsize'; did you mean 'img_size'?"),
-    ('n_anomaly = [10]', 'n_anomaly = [10]\n[budgets.quick]\nimg_size = "64"',
-     "budgets.quick.img_size = '64': input should be a valid integer"),
-    ('n_anomaly = [10]', 'n_anomaly = [10]\n[budgets.quick.methods.devnet]\nimg_size = 0',
-     "budgets.quick.methods.devnet.img_size = 0"),
+    ('n_anomaly = [10]', 'n_anomaly = [10]\n[budgets.quick]\nimg_size = 64', "'budgets' is gone"),
+    ('n_anomaly = [10]', 'n_anomaly = [10]\n[set.quick]\n"devnet.lr" = 0.1',
+     "set.quick = {'devnet.lr': 0.1}: 'devnet.lr' names one method"),
+    ('n_anomaly = [10]', 'n_anomaly = [-3]', "settings.n_anomaly = -3: input should be greater than"),
+    ('n_anomaly = [10]', 'n_anomaly = ["10"]', "settings.n_anomaly = '10': input should be a valid integer"),
     ('name = "mine"', 'name = "mine"\ndefault_budget = "fast"', "default_budget = 'fast' is not one of"),
 ])
 def test_protocol_spec_schema_errors_are_one_line(old, new, needle, tmp_path, capsys):
@@ -293,7 +292,7 @@ def test_every_training_loop_reports_divergence(data_root):
     # reaches NaN at lr=1e6, which fails the cell as non-finite; at 1e3 it stays finite and explodes)
     from fsad_bench.detectors.registry import load_detector
 
-    cells, _ = build_cells(load_protocol("q1"), GridRequest(
+    cells, _ = build_cells(load_protocol("q1"), RunRequest(
         methods=["dsvdd", "deepsad", "kdad", "flos", "minns"], datasets=["brainmri"], seeds=[0],
         budget="smoke", overrides=["lr=1e6", "dsvdd.ae_lr=1e6", "kdad.lr=1e3", "kdad.max_steps=4"],
         data_root=data_root))
@@ -378,7 +377,7 @@ def test_report_output_that_cannot_be_written_is_one_line(data_root, tmp_path, c
 
 
 def _cell(data_root: Path, method: str):
-    cells, _ = build_cells(load_protocol("q1"), GridRequest(methods=[method], datasets=["brainmri"],
+    cells, _ = build_cells(load_protocol("q1"), RunRequest(methods=[method], datasets=["brainmri"],
                                                             seeds=[0], budget="smoke", data_root=data_root))
     return cells[0]
 

@@ -18,17 +18,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib.metadata import entry_points
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fsad_bench.errors import DataError, UserError
 from fsad_bench.paths import cache_dir, data_root
+from fsad_bench.registry import Registry
 
 GROUP = "fsad_bench.datasets"
 USER_REGISTRY = "fsad-datasets.json"
@@ -175,34 +174,33 @@ def check_new_name(name: str, root: Path | None = None) -> None:
 
 # --- plugins ----------------------------------------------------------------------------------------
 
-def _as_info(obj: object, ep_name: str, ep_value: str) -> DatasetInfo:
+def _as_info(obj: object, ep_name: str) -> DatasetInfo:
     """A plugin's object as a DatasetInfo: a DatasetInfo, or anything with ``name`` and ``locate``."""
     name = getattr(obj, "name", None)
     locate = getattr(obj, "locate", None)
     if name != ep_name or not callable(locate):
-        raise UserError(f"dataset plugin {ep_name!r} ({ep_value}) must name an object with name="
-                        f"{ep_name!r} and a callable locate() returning the dataset folder")
+        raise UserError(f"dataset plugin {ep_name!r} must name an object with name={ep_name!r} and a "
+                        "callable locate() returning the dataset folder")
     cats = getattr(obj, "categories", None)
     return DatasetInfo(ep_name, str(getattr(obj, "display", "") or ep_name),
                        bool(getattr(obj, "multi_category", False)), str(getattr(obj, "source", "")),
                        kind="plugin", locate=locate, categories=tuple(cats) if cats else None)
 
 
+#: datasets that other distributions declare (entry-point group ``fsad_bench.datasets``)
+DATASET_PLUGINS: Registry[DatasetInfo] = Registry("dataset", GROUP, _as_info)
+
+
 def plugin_datasets(warn: bool = True) -> dict[str, DatasetInfo]:
     """Datasets of the ``fsad_bench.datasets`` entry-point group that load; a broken plugin is
     skipped with a warning naming it (as detectors are). One named like a built-in is an error."""
-    found: dict[str, DatasetInfo] = {}
-    for ep in sorted(entry_points(group=GROUP), key=lambda e: e.name):
-        if any(ep.name.lower() == b.lower() for b in DATASETS):
-            raise UserError(f"dataset plugin {ep.name!r} ({ep.value}) has the name of a built-in dataset; "
+    for name, reg in DATASET_PLUGINS.registrations()[0].items():
+        if any(name.lower() == b.lower() for b in DATASETS):
+            raise UserError(f"dataset plugin {name!r} ({reg.target}) has the name of a built-in dataset; "
                             "rename its entry point (group fsad_bench.datasets) or uninstall it")
-        try:
-            found[ep.name] = _as_info(ep.load(), ep.name, ep.value)
-        except Exception as exc:  # a broken plugin must not take the other datasets down
-            if warn:
-                warnings.warn(f"dataset plugin {ep.name!r} ({ep.value}) failed to load: "
-                              f"{type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
-    return found
+    for clash in DATASET_PLUGINS.clashes():
+        raise UserError(clash.message)
+    return DATASET_PLUGINS.plugins(warn)
 
 
 # --- lookup -----------------------------------------------------------------------------------------
@@ -227,12 +225,12 @@ def info(name: str, root: Path | None = None) -> DatasetInfo:
     known = all_datasets(root, warn=False)  # a broken plugin is named below if it is the one asked for
     if name not in known:
         why = ""
-        for ep in entry_points(group=GROUP):
-            if ep.name == name:
-                try:
-                    _as_info(ep.load(), ep.name, ep.value)
-                except Exception as exc:
-                    why = f"; its plugin ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
+        reg = DATASET_PLUGINS.registrations()[0].get(name)
+        if reg is not None:
+            try:
+                DATASET_PLUGINS.load(reg)
+            except UserError as exc:
+                why = f"; its plugin ({reg.target}) failed to load: {str(exc).partition(': ')[2]}"
         raise UserError(f"unknown dataset {name!r}{why}; known: {', '.join(known)} (register your own "
                         "with 'fsad-bench data add')")
     return known[name]

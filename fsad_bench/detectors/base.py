@@ -86,6 +86,22 @@ class NoParams:
     """Config of a detector without hyper-parameters."""
 
 
+@dataclass(frozen=True)
+class MethodInfo:
+    """What a report says about a method, recorded in the results store when the method runs (so a
+    folder reports the same after its plugin is uninstalled): see :meth:`Detector.describe`."""
+
+    display_name: str
+    paper_column: str | None = None
+    weights_notes: dict[str, str] = field(default_factory=dict)
+    uses_labelled_anomalies: bool = True
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> MethodInfo:
+        return cls(str(data.get("display_name", "")), data.get("paper_column"),
+                   dict(data.get("weights_notes") or {}), bool(data.get("uses_labelled_anomalies", True)))
+
+
 class Detector(ABC):
     """Base class of every detector (ours and plugins).
 
@@ -137,6 +153,13 @@ class Detector(ABC):
         :class:`UserError` on one line (see :mod:`fsad_bench.detectors.hparams`).
         """
         return parse_config(cls.Config, params, cls.name or cls.__name__)
+
+    @classmethod
+    def describe(cls, name: str) -> MethodInfo:
+        """The report metadata of this detector running under ``name`` (its entry-point name or dotted
+        path): the declared display name (else ``name``), paper column and weights notes."""
+        return MethodInfo(cls.display_name or name, cls.paper_column, dict(cls.weights_notes),
+                          cls.uses_labelled_anomalies)
 
     @classmethod
     def min_img_size(cls, config: Any) -> int:
@@ -199,4 +222,4 @@ class Detector(ABC):
         return None
 
 
-__all__ = ["BenchPhase", "Detector", "NoParams", "TrainSet", "TrainShape", "field"]
+__all__ = ["BenchPhase", "Detector", "MethodInfo", "NoParams", "TrainSet", "TrainShape", "field"]

@@ -1,9 +1,11 @@
 """Ours beside the paper: each of our table cells next to the published one (results/paper/*.csv).
 
-A cell is (dataset, category, known class, method); category is empty for a dataset-level row (a
-single-category dataset, or a multi-category dataset's average), known class only in Table 3.
-A method is compared with the published column its detector declares (``Detector.paper_column``);
-methods that declare none, or no longer load, are not compared.
+A protocol's spec names the published tables its numbers are set beside (``paper_tables``); its
+layout says on which metric (Table 4: the per-image pixel AUC) and whether rows are known classes
+(Table 3). A cell is (dataset, category, known class, method); category is empty for a dataset-level
+row (a single-category dataset, or a multi-category dataset's average), known class only in Table 3.
+A method is compared with the published column its detector declared when it ran (``paper_column``,
+recorded in the store); methods that declare none are not compared.
 The difference is flagged when it exceeds two standard deviations of the difference of the two
 estimates, sqrt(std_ours^2 + std_paper^2), floored at half the published rounding step (0.0005)
 so that two identical seed-free numbers are not 'different' by rounding alone.
@@ -11,7 +13,6 @@ so that two identical seed-free numbers are not 'different' by rounding alone.
 
 from __future__ import annotations
 
-import html
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -23,13 +24,10 @@ from fsad_bench.data.registry import DATASETS
 from fsad_bench.errors import UserError
 from fsad_bench.published_settings import published_settings_differ
 from fsad_bench.report.configs import config_groups
-from fsad_bench.report.presentation import budget_note, paper_column, report_spec
-from fsad_bench.report.render import Part, render_grid
+from fsad_bench.report.presentation import Presentation, budget_note
+from fsad_bench.report.render import Part, notes_text, render_grid
 from fsad_bench.report.tables import FLAG_MARK, flag_list, nan_mean, nan_std
 
-#: protocol -> (published table, the metric that table reports)
-PAPER_TABLES = {"q1": ("table2", "auc_roc"), "q2": ("table3", "auc_roc"),
-                "q3": ("table4", "pixel_auc_per_image"), "q4": ("table5", "auc_roc")}
 KEYS = ["dataset", "category", "known_class", "method"]
 #: how our cells meet the published ones: the same row, and the column our method declares
 PAPER_KEYS = ["dataset", "category", "known_class", "paper_column"]
@@ -92,6 +90,7 @@ def _flags(rows: pd.DataFrame) -> str:
 class Comparison:
     table: str                 # the paper's table, e.g. "table2"
     metric: str
+    by_known_class: bool       # rows are known classes (Table 3)
     cells: pd.DataFrame        # KEYS + paper_column, ours_mean, ours_std, flags, paper_mean, paper_std, diff,
                                # sd, differs
     unmatched_datasets: list[str]
@@ -128,15 +127,18 @@ class Comparison:
         return text
 
 
-def compare(df: pd.DataFrame, protocol: str) -> Comparison | None:
-    """Our cells of one protocol beside the paper's; None when the paper prints no table for it."""
-    if protocol not in PAPER_TABLES:
+def compare(df: pd.DataFrame, pres: Presentation, table: str | None = None) -> Comparison | None:
+    """Our cells of one protocol beside a published table (default: the first its spec names); None
+    when the paper prints no table for it. ``df`` holds the layout's published metric as ``value``."""
+    table = table or next(iter(pres.spec.paper_tables), None)
+    if table is None:
         return None
-    table, metric = PAPER_TABLES[protocol]
+    layout = pres.layout
+    metric = layout.paper_metric
     paper = load_published(table)
     paper = paper[paper.metric == metric]
-    ours = our_cells(df, by_known_class=(table == "table3"))
-    ours["paper_column"] = ours.method.map(paper_column)
+    ours = our_cells(df, by_known_class=layout.by_known_class)
+    ours["paper_column"] = ours.method.map(pres.paper_column)
     paper = paper.rename(columns={"column": "paper_column"})
     cells = ours.dropna(subset=["paper_column"]).merge(paper[PAPER_KEYS + ["mean", "std"]], on=PAPER_KEYS,
                                                        suffixes=("_ours", "_paper"))
@@ -146,7 +148,8 @@ def compare(df: pd.DataFrame, protocol: str) -> Comparison | None:
     cells["sd"] = np.maximum(np.sqrt(cells.ours_std**2 + cells.paper_std.fillna(0) ** 2), ROUNDING_FLOOR)
     cells["differs"] = cells["diff"].abs() > N_SD * cells.sd
     unmatched = sorted(set(df.dataset) - set(cells.dataset))
-    return Comparison(table, metric, cells, unmatched, settings_differences(df[df.method.isin(cells.method)]))
+    return Comparison(table, metric, layout.by_known_class, cells, unmatched,
+                      settings_differences(df[df.method.isin(cells.method)]))
 
 
 def settings_differences(df: pd.DataFrame) -> dict[str, list[str]]:
@@ -181,14 +184,13 @@ def _display(dataset: str) -> str:
     return DATASETS[dataset].display if dataset in DATASETS else dataset
 
 
-def _label(dataset: str, category: str, known_class: str, table: str) -> str:
+def _label(dataset: str, category: str, known_class: str, by_known_class: bool) -> str:
     parts = [DATASETS[dataset].display if dataset in DATASETS else dataset]
     if category:
         parts.append(category.replace("_", " ").title())
     if known_class:
         parts.append(known_class)
-    average = (table == "table3" and not known_class) or (table != "table3" and _multi(dataset)
-                                                          and not category)
+    average = not known_class if by_known_class else (_multi(dataset) and not category)
     return " / ".join(parts) + (" mean" if average else "")
 
 
@@ -205,7 +207,7 @@ def comparison_rows(comp: Comparison, display: dict[str, str]) -> tuple[list[str
         paper = f"{r.paper_mean:.3f}" + ("" if np.isnan(r.paper_std) else f" ± {r.paper_std:.3f}")
         ours = "NaN" if np.isnan(r.ours_mean) else f"{r.ours_mean:.3f} ± {r.ours_std:.3f}"
         method = _method_label(display.get(r.method, r.method), r.paper_column)
-        body.append([_label(r.dataset, r.category, r.known_class, comp.table),
+        body.append([_label(r.dataset, r.category, r.known_class, comp.by_known_class),
                      method + (f" {SETTINGS_MARK}" if comp.settings_differ.get(r.method) else ""),
                      ours + (f" {FLAG_MARK}" if r.flags else ""), paper,
                      "n/a" if np.isnan(r.diff) else f"{r.diff:+.3f}",
@@ -217,24 +219,28 @@ def _method_label(name: str, column: str) -> str:
     return name if column in name else f"{name} = paper's {column}"
 
 
-def comparison_part(df: pd.DataFrame, protocol: str, fmt: str) -> Part:
-    """Ours beside the paper for one protocol (df: its rows, with the paper table's metric): one grid
-    per configuration of the rows (never a pooled cell), methods whose settings differ from the
-    published ones marked ‡ with what differs, cells with flagged results marked †."""
+def comparison_part(df: pd.DataFrame, pres: Presentation, fmt: str) -> Part:
+    """Ours beside the paper for one protocol (df: its rows, with the layout's published metric): per
+    published table of the spec, one grid per configuration of the rows (never a pooled cell), methods
+    whose settings differ from the published ones marked ‡ with what differs, cells with flagged
+    results marked †."""
+    protocol = pres.protocol
     title = f"{protocol}: ours beside the paper"
-    if protocol not in PAPER_TABLES:
+    if not pres.spec.paper_tables:
         return Part(title, notes_text([f"the paper prints no numbers for protocol {protocol} (its results "
                                        "are figures only): nothing to compare"], fmt))
-    spec = report_spec(protocol)
-    axis = ("known_class",) if PAPER_TABLES[protocol][0] == "table3" else ()
-    groups = config_groups(df, axis, spec.name) if len(df) else []
-    bodies = [_comparison_body(g.rows, protocol, fmt, g.heading, f"-cfg{i + 1}" if len(groups) > 1 else "")
-              for i, g in enumerate(groups)] or [_comparison_body(df, protocol, fmt, "", "")]
+    groups = config_groups(df, pres.layout.axis(pres.spec), pres.name) if len(df) else []
+    bodies = [_comparison_body(g.rows, pres, table, fmt, g.heading,
+                               f"-cfg{i + 1}" if len(groups) > 1 else "")
+              for table in pres.spec.paper_tables for i, g in enumerate(groups)] \
+        or [_comparison_body(df, pres, table, fmt, "", "") for table in pres.spec.paper_tables]
     return Part(title, "\n".join(bodies))
 
 
-def _comparison_body(df: pd.DataFrame, protocol: str, fmt: str, heading: str, suffix: str) -> str:
-    comp = compare(df, protocol)
+def _comparison_body(df: pd.DataFrame, pres: Presentation, table: str, fmt: str, heading: str,
+                     suffix: str) -> str:
+    protocol = pres.protocol
+    comp = compare(df, pres, table)
     notes = ([f"configuration: {heading}"] if heading else []) + [
         comp.summary(),
         f"metric {comp.metric}; diff = ours - paper; ! = |diff| > 2 sd with sd = sqrt(std_ours^2 + "
@@ -244,13 +250,13 @@ def _comparison_body(df: pd.DataFrame, protocol: str, fmt: str, heading: str, su
     if budgets and budgets != ["paper"]:
         notes.append(f"ours ran at budget {', '.join(budgets)}, not the paper's settings: differences are "
                      "expected")
-    names = report_spec(protocol).names(sorted(set(df.method)))
+    names = pres.names(sorted(set(df.method)))
     for method in comp.other_settings:
         notes.append(f"{SETTINGS_MARK} {names[method]}: settings differ from those behind the published "
                      f"numbers: {'; '.join(comp.settings_differ[method])}")
     flagged = comp.cells[comp.cells["flags"] != ""] if len(comp.cells) else comp.cells
     for r in flagged.itertuples():
-        notes.append(f"{FLAG_MARK} {_label(r.dataset, r.category, r.known_class, comp.table)}, "
+        notes.append(f"{FLAG_MARK} {_label(r.dataset, r.category, r.known_class, comp.by_known_class)}, "
                      f"{names.get(r.method, r.method)}: includes flagged results: {r.flags}")
     if comp.unmatched_datasets:
         notes.append(f"no published numbers for: {', '.join(comp.unmatched_datasets)}")
@@ -264,11 +270,3 @@ def _comparison_body(df: pd.DataFrame, protocol: str, fmt: str, heading: str, su
     caption = (f"{protocol}: ours vs the paper's {comp.table}" + (f" [{heading}]" if heading else "")
                + f"; {budget_note(budgets)}")
     return render_grid(headers, body, fmt, notes, caption, f"tab:{protocol}-vs-paper{suffix}")
-
-
-def notes_text(lines: list[str], fmt: str) -> str:
-    """Lines of notes without a table, in the report's format."""
-    if fmt == "html":
-        return "".join(f'<p class="note">{html.escape(s)}</p>' for s in lines)
-    prefix = {"latex": "% ", "csv": "# "}.get(fmt, "> ")
-    return "\n".join(prefix + s for s in lines) + "\n"

@@ -1,23 +1,18 @@
-"""Which result rows may share a table: one resolved configuration per table, never a pooled cell.
+"""Which result rows may share a table: one configuration per table, never a pooled cell.
 
-A table cell averages seeds. Rows of one (dataset, category, method) that were computed with another
-n_anomaly, image size, hyper-parameter, budget, fsad-bench version, data or detector code are not
-seeds of one experiment, so their spread is not a seed spread. :func:`config_groups` splits the
-rows of one protocol into groups that each hold at most one configuration
+A table cell averages seeds. Rows of one (dataset, category, method) computed with another n_anomaly,
+image size, hyper-parameter, budget, fsad-bench version, data or detector code are not seeds of one
+experiment, so their spread is not a seed spread. Every row carries the id of its configuration
+(:mod:`fsad_bench.configuration`), stored when its cell ran; :func:`config_groups` splits the rows of
+one protocol into tables that each hold, per method, the rows of one configuration id, and per
+(dataset, category) one data fingerprint.
 
-- of the protocol (``budget``, ``code_version``, every setting key but the layout's axis): one per
-  table;
-- of each method (``img_size``, every hyper-parameter but the axis, ``weights``, the detector's
-  identity ``detector_target/dist/version/source``): one per table column (a dataset fed at its
-  native size, :data:`fsad_bench.input_size.NATIVE_INPUT_SIZE`, fits any larger size asked for: Mastcam
-  at 64 px beside the others at 448 px is one configuration);
-- of each (dataset, category)'s data (``data_fingerprint``): one per table row.
-
-Only keys that vary label a row. Keys are matched by name across methods (``--set img_size=48``
-changes every method's size: its rows make one ``img_size=48`` table, not one per method), data and
-detector fingerprints by their order of first use (``data version 2`` is each category's second data,
-so a re-prepared dataset gives two tables, not one per combination of categories). A table is a
-maximal set of rows whose labels agree on every key they share (a maximal clique of the consistency
+A table's heading names only what varies: keys of the protocol's part across all ids, keys of a
+method's part across that method's ids (matched by name across methods: ``--set img_size=48`` changes
+every method's size, so its rows make one ``img_size=48`` table, not one per method), and the detector
+code and data by their order of first use ("data version 2" is each category's second data, so a
+re-prepared dataset gives two tables, not one per combination of categories). A table is a maximal
+set of configurations whose labels agree on every key they share (a maximal clique of the consistency
 graph), so a method that ran once appears beside every configuration of the others. Rows that agree
 on everything recorded but still repeat a (cell, seed) are an error: the store does not say how they
 differ.
@@ -25,29 +20,27 @@ differ.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import networkx as nx
 import pandas as pd
 
+from fsad_bench.configuration import (
+    AT_LEAST,
+    DETECTOR_COLUMNS,
+    METHOD,
+    SHARED,
+    ConfigKey,
+    canonical,
+    config_id,
+    config_items,
+)
 from fsad_bench.errors import UserError
-from fsad_bench.input_size import NATIVE_INPUT_SIZE
 
-#: provenance columns of a row's detector (added to the store after its first version)
-DETECTOR_COLUMNS = ("detector_target", "detector_dist", "detector_version", "detector_source")
-UNSET = "(unset)"  # a key a row does not record (a parameter that did not exist when it ran)
-AT_LEAST = ">="    # img_size of a row at its dataset's native size: what any size at least this gives
-
-# label key prefixes: the scope a key varies in
-_SHARED, _METHOD, _DATA = "shared", "method", "data"
-
-
-@dataclass(frozen=True)
-class _Key:
-    scope: str  # _SHARED (every row), _METHOD (the rows of one method), _DATA (of one dataset/category)
-    name: str   # as printed: "n_anomaly", "lr", "img_size", "data version", "detector code"
+UNSET = "(unset)"  # a key a configuration does not record (a parameter that did not exist when it ran)
+_DATA = "data"     # the scope of a row's data version (its category's fingerprint)
+_SCOPE_ORDER = {SHARED: 0, METHOD: 1, _DATA: 2}
 
 
 @dataclass
@@ -60,14 +53,37 @@ class ConfigGroup:
     order: tuple = ()   # sort key: the merged label's values, naturally ordered
 
 
-def _canonical(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True, default=str)
-
-
 def _is_missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and value != value)
+
+
+def _value(row: dict, name: str) -> object:
+    value = row.get(name)
+    return None if _is_missing(value) else value
+
+
+def row_config(row: dict, axis: Iterable[str]) -> dict[ConfigKey, str]:
+    """The configuration items of a stored row (what its id was computed from)."""
+    setting = row.get("setting") if isinstance(row.get("setting"), dict) else {}
+    params = row.get("params") if isinstance(row.get("params"), dict) else {}
+    img = _value(row, "img_size")
+    return config_items(str(row.get("dataset", "")), _value(row, "budget"), _value(row, "code_version"),
+                        setting, None if img is None else int(img), params, _value(row, "weights"), axis)
+
+
+def detector_identity(row: dict) -> tuple[str, ...]:
+    return tuple("" if _is_missing(row.get(c)) else str(row.get(c)) for c in DETECTOR_COLUMNS)
+
+
+def with_config_ids(df: pd.DataFrame, axis: Iterable[str]) -> pd.DataFrame:
+    """``df`` with a ``config_id`` for every row: the stored one, else computed from the row (a store
+    written before rows had one, a long-form CSV)."""
+    axis = tuple(axis)
+    stored = df["config_id"] if "config_id" in df else pd.Series("", index=df.index)
+    ids = [cid if isinstance(cid, str) and cid else
+           config_id(str(r.get("method", "")), row_config(r, axis), detector_identity(r))
+           for cid, r in zip(stored, df.to_dict("records"))]
+    return df.assign(config_id=ids)
 
 
 def _ordinals(rows: pd.DataFrame, by: list[str], column: str) -> pd.Series:
@@ -82,59 +98,29 @@ def _ordinals(rows: pd.DataFrame, by: list[str], column: str) -> pd.Series:
     return out
 
 
-def _row_items(df: pd.DataFrame, axis: set[str]) -> list[dict[_Key, str]]:
-    """Every configuration key of every row (varying or not), as canonical text."""
-    columns = set(df.columns)
-    items: list[dict[_Key, str]] = [{} for _ in range(len(df))]
-    for i, row in enumerate(df.itertuples(index=False)):
-        r = row._asdict()
-        out = items[i]
-        for name in ("budget", "code_version"):
-            if name in columns and not _is_missing(r[name]):
-                out[_Key(_SHARED, name)] = _canonical(r[name])
-        setting = r.get("setting") if isinstance(r.get("setting"), dict) else {}
-        for k, v in setting.items():
-            if k not in axis:
-                out[_Key(_SHARED, k)] = _canonical(v)
-        if "img_size" in columns and not _is_missing(r["img_size"]):
-            size = int(r["img_size"])
-            native = NATIVE_INPUT_SIZE.get(r.get("dataset"))
-            out[_Key(_METHOD, "img_size")] = f"{AT_LEAST}{size}" if size == native else str(size)
-        params = r.get("params") if isinstance(r.get("params"), dict) else {}
-        for k, v in params.items():
-            if k not in axis and k != "img_size":
-                out[_Key(_METHOD, k)] = _canonical(v)
-        if "weights" in columns and "weights" not in params and not _is_missing(r["weights"]):
-            out[_Key(_METHOD, "weights")] = _canonical(r["weights"])
-    return items
-
-
-def _varying(df: pd.DataFrame, items: list[dict[_Key, str]]) -> list[dict[_Key, str]]:
-    """Each row's label: the keys that vary in the key's scope (all rows, the row's method, its
-    dataset/category), with a missing key read as UNSET."""
-    methods = df["method"].to_numpy() if "method" in df else [""] * len(df)
-    scope_of = {_SHARED: [""] * len(df), _METHOD: list(methods)}
-    values: dict[tuple[_Key, str], set[str]] = {}
-    keys = {k for it in items for k in it}
-    for i, it in enumerate(items):
+def _labels(rows: pd.DataFrame, axis: tuple[str, ...], name: Callable[[str], str]
+            ) -> tuple[list[dict[ConfigKey, str]], dict[tuple[ConfigKey, str], str]]:
+    """Each row's label (the keys that vary, of its configuration and its data) and what each detector
+    code or data version stands for ((key, 'ordinal|carrier') -> text)."""
+    firsts = rows.drop_duplicates("config_id")
+    items = {r["config_id"]: row_config(r, axis) for r in firsts.to_dict("records")}
+    method_of = dict(zip(firsts.config_id, firsts.method)) if "method" in rows else {c: "" for c in items}
+    values: dict[tuple[ConfigKey, str], set[str]] = {}
+    keys = {k for it in items.values() for k in it}
+    for cid, it in items.items():
         for k in keys:
-            values.setdefault((k, scope_of[k.scope][i]), set()).add(it.get(k, UNSET))
-    return [{k: it.get(k, UNSET) for k in keys if len(values[(k, scope_of[k.scope][i])]) > 1}
-            for i, it in enumerate(items)]
-
-
-def _provenance_labels(df: pd.DataFrame, labels: list[dict[_Key, str]], name: Callable[[str], str]
-                       ) -> dict[tuple[_Key, str], str]:
-    """Add 'data version' and 'detector code' (ordinals of the fingerprints) to the labels of rows
-    whose category or method has several; returns (key, ordinal text) -> what it stands for, by carrier."""
-    details: dict[tuple[_Key, str], str] = {}
-    rows = df.reset_index(drop=True)
+            values.setdefault((k, method_of[cid] if k.scope == METHOD else ""), set()).add(it.get(k, UNSET))
+    label_of = {cid: {k: it.get(k, UNSET) for k in keys
+                      if len(values[(k, method_of[cid] if k.scope == METHOD else "")]) > 1}
+                for cid, it in items.items()}
+    labels = [dict(label_of[cid]) for cid in rows.config_id]
+    details: dict[tuple[ConfigKey, str], str] = {}
     if "data_fingerprint" in rows and {"dataset", "category"} <= set(rows.columns):
         prints = rows.data_fingerprint.fillna("").astype(str)
         frame = rows.assign(_fp=prints.where(prints != "", "not recorded"))
         n = frame.groupby(["dataset", "category"])._fp.transform("nunique")
         ordinal = _ordinals(frame, ["dataset", "category"], "_fp")
-        key = _Key(_DATA, "data version")
+        key = ConfigKey(_DATA, "data version")
         for i in frame.index[n > 1]:
             labels[i][key] = str(ordinal[i])
             where = f"{frame.dataset[i]}/{frame.category[i]}"
@@ -142,11 +128,10 @@ def _provenance_labels(df: pd.DataFrame, labels: list[dict[_Key, str]], name: Ca
                                                         f"{frame._fp[i][:16]}")
     present = [c for c in DETECTOR_COLUMNS if c in rows]
     if present and "method" in rows:
-        ident = rows[present].fillna("").astype(str).agg(" ".join, axis=1)
-        frame = rows.assign(_id=ident)
+        frame = rows.assign(_id=rows[present].fillna("").astype(str).agg(" ".join, axis=1))
         n = frame.groupby("method")._id.transform("nunique")
         ordinal = _ordinals(frame, ["method"], "_id")
-        key = _Key(_METHOD, "detector code")
+        key = ConfigKey(METHOD, "detector code")
         for i in frame.index[n > 1]:
             labels[i][key] = str(ordinal[i])
             # digests cut to 16 hex digits; names and versions in full
@@ -155,10 +140,10 @@ def _provenance_labels(df: pd.DataFrame, labels: list[dict[_Key, str]], name: Ca
                               for c in present)
             details[(key, f"{ordinal[i]}|{frame.method[i]}")] = (f"{name(frame.method[i])} detector code "
                                                                   f"version {ordinal[i]}: {parts}")
-    return details
+    return labels, details
 
 
-def _agree(key: _Key, a: str, b: str) -> bool:
+def _agree(key: ConfigKey, a: str, b: str) -> bool:
     """Whether two values of ``key`` can be one configuration: equal, or (image sizes) a dataset's
     native size beside any size at least as large."""
     if a == b:
@@ -175,7 +160,7 @@ def _consistent(a: frozenset, b: frozenset) -> bool:
     return all(_agree(k, v, db[k]) for k, v in da.items() if k in db)
 
 
-def _merge(merged: dict[_Key, str], key: _Key, value: str) -> None:
+def _merge(merged: dict[ConfigKey, str], key: ConfigKey, value: str) -> None:
     """The value a group shows for ``key``: a concrete image size over a native-size floor."""
     if key not in merged or (merged[key].startswith(AT_LEAST) and not value.startswith(AT_LEAST)):
         merged[key] = value
@@ -188,10 +173,7 @@ def _natural(value: str) -> tuple[int, float, str]:
         return (1, 0.0, value)
 
 
-_SCOPE_ORDER = {_SHARED: 0, _METHOD: 1, _DATA: 2}
-
-
-def _heading(label: dict[_Key, str], rows: pd.DataFrame, carriers: dict[_Key, set[str]],
+def _heading(label: dict[ConfigKey, str], rows: pd.DataFrame, carriers: dict[ConfigKey, set[str]],
              name: Callable[[str], str]) -> str:
     """'k=v' for each key of the merged label; a key that only some methods (data keys: categories)
     of the table carry names them."""
@@ -203,7 +185,7 @@ def _heading(label: dict[_Key, str], rows: pd.DataFrame, carriers: dict[_Key, se
         text = {"data version": f"data version {value}",
                 "detector code": f"detector code version {value}"}.get(key.name, f"{key.name}={value}")
         who = carriers.get(key, set())
-        if key.scope == _METHOD and who and who != methods:
+        if key.scope == METHOD and who and who != methods:
             text += f" ({', '.join(sorted(name(m) for m in who))})"
         if key.scope == _DATA and who and who != {f"{d}/{c}" for d, c in cats}:
             text += f" ({', '.join(sorted(who))})"
@@ -219,17 +201,15 @@ def config_groups(df: pd.DataFrame, axis: Iterable[str] = (), name: Callable[[st
     Table 3's ``known_class``), which vary within a table. ``name``: a method's display name, for
     headings. A single configuration gives one group with an empty heading.
     """
-    axis = set(axis)
-    rows = df.reset_index(drop=True)
-    if rows.empty:
+    axis = tuple(axis)
+    if df.empty:
         return [ConfigGroup(df)]
-    labels = _varying(rows, _row_items(rows, axis))
-    details = _provenance_labels(rows, labels, name)
+    rows = with_config_ids(df.reset_index(drop=True), axis)
+    labels, details = _labels(rows, axis, name)
     frozen = [frozenset(lab.items()) for lab in labels]
     distinct = sorted(set(frozen), key=lambda f: sorted((k.name, _natural(v)) for k, v in f))
-    if len(distinct) == 1:
-        groups = [ConfigGroup(df)]
-    else:
+    groups = [ConfigGroup(df)]
+    if len(distinct) > 1:
         graph = nx.Graph()
         graph.add_nodes_from(range(len(distinct)))
         graph.add_edges_from((i, j) for i in range(len(distinct)) for j in range(i + 1, len(distinct))
@@ -239,29 +219,28 @@ def config_groups(df: pd.DataFrame, axis: Iterable[str] = (), name: Callable[[st
         methods = rows["method"].to_numpy() if "method" in rows else [""] * len(rows)
         where = ([f"{d}/{c}" for d, c in zip(rows.dataset, rows.category)] if "dataset" in rows
                  else [""] * len(rows))
-        cliques = sorted(sorted(c) for c in nx.find_cliques(graph))
         groups = []
-        for clique in cliques:
+        for clique in sorted(sorted(c) for c in nx.find_cliques(graph)):
             members = set(clique)
             picked = [i for i, n in enumerate(node_of) if n in members]
-            sub = rows.iloc[picked]
-            merged: dict[_Key, str] = {}
-            carriers: dict[_Key, set[str]] = {}
+            merged: dict[ConfigKey, str] = {}
+            carriers: dict[ConfigKey, set[str]] = {}
             for i in picked:
                 for k, v in labels[i].items():
                     _merge(merged, k, v)
-                    carriers.setdefault(k, set()).add(methods[i] if k.scope == _METHOD else where[i])
+                    carriers.setdefault(k, set()).add(methods[i] if k.scope == METHOD else where[i])
             notes = sorted({text for (k, tag), text in details.items()
                             if merged.get(k) == tag.partition("|")[0]
                             and tag.partition("|")[2] in carriers.get(k, ())})
             order = tuple((_SCOPE_ORDER[k.scope], k.name, _natural(merged[k].removeprefix(AT_LEAST)))
                           for k in sorted(merged, key=lambda k: (_SCOPE_ORDER[k.scope], k.name)))
+            sub = df.iloc[picked]
             groups.append(ConfigGroup(sub, _heading(merged, sub, carriers, name), notes, order))
         groups.sort(key=lambda g: g.order)
         if len(groups) == 1:  # labels that vary but agree (native sizes): one configuration after all
             groups = [ConfigGroup(df)]
     for group in groups:
-        _check_no_repeats(group.rows, axis)
+        _check_no_repeats(group.rows, set(axis))
     return groups
 
 
@@ -270,9 +249,9 @@ def _check_no_repeats(rows: pd.DataFrame, axis: set[str]) -> None:
     cell = [c for c in ("dataset", "category", "method", "seed") if c in rows]
     if len(cell) < 4:
         return
-    setting = rows["setting"].map(lambda s: _canonical({k: v for k, v in s.items() if k in axis})
+    setting = rows["setting"].map(lambda s: canonical({k: v for k, v in s.items() if k in axis})
                                   if isinstance(s, dict) else "") if "setting" in rows else ""
-    params = rows["params"].map(lambda p: _canonical({k: v for k, v in p.items() if k in axis})
+    params = rows["params"].map(lambda p: canonical({k: v for k, v in p.items() if k in axis})
                                 if isinstance(p, dict) else "") if "params" in rows else ""
     frame = rows[cell].assign(_s=setting, _p=params).astype(str)
     repeated = frame.duplicated(keep=False)

@@ -4,89 +4,47 @@ figures and the failed cells, rendered as Markdown, LaTeX, CSV or one self-conta
 
 from __future__ import annotations
 
-import html
 import json
 import platform
-import re
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pandas as pd
 
 from fsad_bench import __version__
-from fsad_bench.report.compare import PAPER_TABLES, comparison_part
-from fsad_bench.report.figures import heatmap_panels, localisation_f1_curve
+from fsad_bench.report.compare import comparison_part
 from fsad_bench.report.html import Section, build_html
 from fsad_bench.report.layouts import protocol_parts
-from fsad_bench.report.presentation import budget_note, report_spec
+from fsad_bench.report.presentation import budget_note
 from fsad_bench.report.render import Part
-from fsad_bench.report.tables import load_long, run_header
-from fsad_bench.store import ResultStore
+from fsad_bench.report.results import Results
+from fsad_bench.report.tables import run_header
 
 MANIFEST_NAME = "run_manifest.json"
 
 
-def _lines(lines: list[str], fmt: str) -> str:
-    if fmt == "html":
-        return "".join(f'<p class="note">{html.escape(s)}</p>' for s in lines)
-    prefix = {"latex": "% ", "csv": "# "}.get(fmt, "> ")
-    return "\n".join(prefix + s for s in lines) + "\n"
-
-
-def protocol_order(protocols: list[str]) -> list[str]:
-    """The paper's order: q1, q2, ... by number (Tables 2-5, then Figs. 7 and 8), then the other
-    protocols (the K sweep of Fig. 6, one's own specs) by name."""
-    def key(name: str) -> tuple[int, int, str]:
-        numbered = re.fullmatch(r"q(\d+)", name)
-        return (0, int(numbered.group(1)), name) if numbered else (1, 0, name)
-
-    return sorted(protocols, key=key)
-
-
-def collect_sections(folder: Path, fmt: str, metric: str, compare_paper: bool
+def collect_sections(results: Results, fmt: str, metric: str, compare_paper: bool
                      ) -> tuple[list[Section], pd.DataFrame]:
-    """The report of a folder, one section per protocol in :func:`protocol_order`, and its cells that
-    are not ok (failed / not applicable)."""
-    df, not_ok = load_long(folder, metric)
-    frames = {metric: df}  # one read of the store per metric, shared by all protocols
-
-    def frame(m: str, protocol: str) -> pd.DataFrame:
-        if m not in frames:
-            frames[m] = load_long(folder, m)[0]
-        return frames[m][frames[m].protocol == protocol]
-
-    fig_dir = folder / "figures"
+    """The report of a folder, one section per protocol (:meth:`Results.protocols`), and its cells
+    that are not ok (failed / not applicable)."""
+    _, not_ok = results.rows(metric)
+    fig_dir = results.folder / "figures"
     sections: list[Section] = []
-    for protocol in protocol_order(list(df.protocol.unique())):
-        spec = report_spec(protocol)
+    for protocol in results.protocols():
+        pres = results.presentations[protocol]
+        layout = pres.layout
         parts: list[Part] = []
-        metrics = [metric]
-        if spec.layout == "table4" and metric == "auc_roc":
-            metrics = ["pixel_auc_per_image", "pixel_auc_pooled"]  # Table 4 is about localisation
-        for m in metrics:
-            sub = frame(m, protocol)
-            parts += protocol_parts(sub, protocol, fmt, m, run_header(sub, spec), fig_dir)
-        if spec.layout == "table4":
-            parts.append(localisation_part(folder, protocol, fmt))
+        for m in layout.metrics(metric):
+            sub = results.rows(m, protocol)[0]
+            parts += protocol_parts(sub, pres, fmt, m, run_header(sub, pres), fig_dir)
+        parts += layout.extra_parts(lambda protocol=protocol: results.ok_rows_with_blobs(protocol), pres, fmt,
+                                    fig_dir)
         if compare_paper:
-            paper_metric = PAPER_TABLES.get(protocol, (None, metric))[1]
-            parts.append(comparison_part(frame(paper_metric, protocol), protocol, fmt))
-        budgets = sorted({b for b in df[df.protocol == protocol].budget if isinstance(b, str)})
-        sections.append(Section(protocol, spec.title, parts, budgets))
+            paper_metric = layout.paper_metric if pres.spec.paper_tables else metric
+            parts.append(comparison_part(results.rows(paper_metric, protocol)[0], pres, fmt))
+        budgets = sorted({b for b in results.cells[results.cells.protocol == protocol].budget
+                          if isinstance(b, str)})
+        sections.append(Section(protocol, pres.title, parts, budgets))
     return sections, not_ok
-
-
-def localisation_part(folder: Path, protocol: str, fmt: str) -> Part:
-    """Figs. 4 and 5 of a localisation run."""
-    spec = report_spec(protocol)
-    with ResultStore(folder) as store:
-        df = store.dataframe(with_blobs=True)
-    df = df[(df.protocol == protocol) & (df.status == "ok")]
-    budget = budget_note(df.budget)
-    paths = (localisation_f1_curve(df, folder / "figures", spec, budget)
-             + heatmap_panels(df, folder / "figures", spec, budget))
-    return Part(f"{protocol}: localisation figures (Figs. 4 and 5)",
-                _lines([f"figure: {p}" for p in paths], fmt), paths)
 
 
 def failed_cells(not_ok: pd.DataFrame) -> list[tuple[str, str]]:
@@ -94,10 +52,9 @@ def failed_cells(not_ok: pd.DataFrame) -> list[tuple[str, str]]:
             for r in not_ok.itertuples()]
 
 
-def run_settings(folder: Path) -> list[tuple[str, str]]:
+def run_settings(results: Results) -> list[tuple[str, str]]:
     """What the numbers were made with: from the store, and from the run manifest when there is one."""
-    with ResultStore(folder) as store:
-        df = store.dataframe()
+    df, folder = results.cells, results.folder
 
     def values(col: str) -> str:
         return ", ".join(v for v in sorted(df[col].dropna().astype(str).unique()) if v) or "-"
@@ -143,14 +100,14 @@ def banner_lines(sections: list[Section]) -> list[str]:
     return lines
 
 
-def folder_report(folder: Path, fmt: str, metric: str = "auc_roc", compare_paper: bool = False) -> str:
+def folder_report(results: Results, fmt: str, metric: str = "auc_roc", compare_paper: bool = False) -> str:
     """The report of a results folder as one text in ``fmt``."""
-    sections, not_ok = collect_sections(folder, fmt, metric, compare_paper)
+    sections, not_ok = collect_sections(results, fmt, metric, compare_paper)
     parts = [p for s in sections for p in s.parts]
     banner = banner_lines(sections)
     if fmt == "html":
-        return build_html(f"fsad-bench report: {folder.name}", banner, sections, failed_cells(not_ok),
-                          run_settings(folder))
+        return build_html(f"fsad-bench report: {results.folder.name}", banner, sections,
+                          failed_cells(not_ok), run_settings(results))
     if fmt == "csv":
         return "\n".join(p.body for p in parts)
     if fmt == "latex":

@@ -21,7 +21,8 @@ from typing import Any
 import pandas as pd
 
 from fsad_bench.errors import UserError
-from fsad_bench.report.tables import METRICS, load_long, load_long_csv
+from fsad_bench.report.results import Results
+from fsad_bench.report.tables import METRICS, load_long_csv
 
 #: the cell and its two image metrics, first in every export: the ``--from-csv`` columns
 CELL_COLUMNS = ("protocol", "dataset", "category", "method", "seed", "auc_roc", "auc_pr")
@@ -40,12 +41,13 @@ def _json_text(value: Any) -> Any:
     return json.dumps(value, sort_keys=True, default=str) if isinstance(value, dict | list) else value
 
 
-def long_frame(folder: str | Path) -> tuple[pd.DataFrame, int]:
-    """(one row per ok cell of ``folder``'s store with the columns of the module docstring, the number
+def long_frame(results: Results) -> tuple[pd.DataFrame, int]:
+    """(one row per ok cell of a results folder with the columns of the module docstring, the number
     of cells left out because they failed or were not applicable)."""
-    ok, not_ok = load_long(folder, "auc_roc")
+    ok, not_ok = results.rows("auc_roc")
     if ok.empty:
-        raise UserError(f"no finished cells in {folder} to export ({len(not_ok)} failed or not applicable)")
+        raise UserError(f"no finished cells in {results.folder} to export ({len(not_ok)} failed or not "
+                        "applicable)")
     ok = ok.reset_index(drop=True)
     columns: dict[str, pd.Series] = {c: ok[c] for c in CELL_COLUMNS}
     metric_names = sorted({k for m in ok.metrics for k, v in m.items()

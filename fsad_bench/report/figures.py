@@ -25,7 +25,7 @@ from PIL import Image  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
 from fsad_bench.paths import cache_dir  # noqa: E402
-from fsad_bench.report.presentation import ReportSpec  # noqa: E402
+from fsad_bench.report.presentation import Presentation  # noqa: E402
 from fsad_bench.report.stats import RankTest  # noqa: E402
 from fsad_bench.report.tables import Table  # noqa: E402
 
@@ -33,7 +33,7 @@ X_LABELS = {"n_anomaly": "number of labelled anomalies", "contamination": "conta
             "topk_ratio": "K (fraction of patches)"}
 
 
-def curve_figure(frame: pd.DataFrame, x: str, title: str, out_dir: Path, stem: str, spec: ReportSpec,
+def curve_figure(frame: pd.DataFrame, x: str, title: str, out_dir: Path, stem: str, spec: Presentation,
                  budget: str) -> list[Path]:
     """One panel per dataset: mean AUC-ROC vs the setting, one line per method (``spec``'s order and
     names), seed std as error bars (Figs. 6-8). Returns the PNG and PDF paths."""
@@ -105,7 +105,7 @@ def _decode_png(b64: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
 
 
-def localisation_f1_curve(df: pd.DataFrame, out_dir: Path, spec: ReportSpec, budget: str,
+def localisation_f1_curve(df: pd.DataFrame, out_dir: Path, spec: Presentation, budget: str,
                           stem: str = "q3_auc_vs_f1", n_thresholds: int = 50) -> list[Path]:
     """Fig. 4: pixel AUC of the *detected* true anomalies vs image-level F1, over cut-off thresholds.
 
@@ -139,7 +139,7 @@ def localisation_f1_curve(df: pd.DataFrame, out_dir: Path, spec: ReportSpec, bud
     return _save(fig, out_dir, stem)
 
 
-def heatmap_panels(df: pd.DataFrame, out_dir: Path, spec: ReportSpec, budget: str, stem: str = "q3_heatmaps"
+def heatmap_panels(df: pd.DataFrame, out_dir: Path, spec: Presentation, budget: str, stem: str = "q3_heatmaps"
                    ) -> list[Path]:
     """Fig. 5: for each category, one example per defect class: image / ground truth / heat map per
     method (the first seed's cell of each method), with a colour bar of the heat maps' scale."""

@@ -1,19 +1,29 @@
-"""One protocol's results in its paper layout (the spec's ``report`` key): Tables 2-5, or the curve
-table and figure of Figs. 6-8, each followed by the statistics beyond the paper where datasets are
-the rows (ranks, Friedman / Nemenyi, the critical-difference diagram, the two spreads)."""
+"""Report layouts: one protocol's results in its paper layout, chosen by the spec's ``report`` key
+(``spec.layout()``): Tables 2-5 (datasets as rows, one column per method, p-value rows, then the
+statistics beyond the paper: ranks, Friedman / Nemenyi, the critical-difference diagram, the two
+spreads) or the curves of Figs. 6-8.
+
+Everything that differs between layouts is a method or attribute of its :class:`Layout`: the setting
+that varies within one table (its *axis*), the metrics it shows, the p-value rows the paper prints,
+the published metric it is compared on, its rows' labels and its extra figures. Layouts are registered
+through the entry-point group ``fsad_bench.layouts`` (ours in pyproject.toml): a third-party package
+adds one the same way.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
 
 from fsad_bench.errors import UserError
+from fsad_bench.protocol import ProtocolSpec
 from fsad_bench.report.configs import config_groups
-from fsad_bench.report.figures import cd_diagram, curve_figure, table_figure
-from fsad_bench.report.presentation import ReportSpec, budget_note, report_spec
-from fsad_bench.report.render import Part, render, render_grid
+from fsad_bench.report.presentation import Presentation, budget_note
+from fsad_bench.report.render import Part, notes_text, render, render_grid
 from fsad_bench.report.stats import friedman_nemenyi
 from fsad_bench.report.tables import (
     FLAG_MARK,
@@ -35,12 +45,158 @@ from fsad_bench.report.tables import (
 TEXTURES = {"carpet", "grid", "leather", "tile", "wood", "brick", "grass", "gravel"}
 
 
-def curve_text(frame: pd.DataFrame, x: str, fmt: str, spec: ReportSpec, label: str | None = None,
+class Layout:
+    """A report layout with datasets as rows, one column per method; subclasses change what differs."""
+
+    name: ClassVar[str] = ""
+    #: the levels (tables.LEVELS) whose p-value rows the paper prints; other rows are marked (ours)
+    paper_pvalue_levels: ClassVar[tuple[str, ...]] = ()
+    #: the metric of this layout's published tables (``--compare-paper``)
+    paper_metric: ClassVar[str] = "auc_roc"
+    #: rows are the known classes of the open-set setting (Table 3)
+    by_known_class: ClassVar[bool] = False
+
+    def check(self, spec: ProtocolSpec, source: str) -> None:
+        """Refuse a spec this layout cannot report (at load, before any cell runs)."""
+
+    def axis(self, spec: ProtocolSpec) -> tuple[str, ...]:
+        """The setting / hyper-parameter keys that vary within one table (not configurations)."""
+        return ()
+
+    def metrics(self, metric: str) -> list[str]:
+        """The metrics a report of this layout shows when ``metric`` is asked for."""
+        return [metric]
+
+    def table(self, df: pd.DataFrame, pres: Presentation) -> Table:
+        return build_table(df, spec=pres)
+
+    def parts(self, df: pd.DataFrame, pres: Presentation, fmt: str, metric: str, header: list[str],
+              fig_dir: Path | None, statistics: bool, heading: str, suffix: str) -> list[Part]:
+        """One configuration's table (and statistics); ``heading`` goes into its titles, ``suffix`` into
+        its figure names and LaTeX labels (both empty for a folder of one configuration)."""
+        from fsad_bench.report.figures import table_figure
+
+        title = pres.title + ("" if metric == "auc_roc" else f" - {metric}") + heading
+        budget = budget_note(df.budget if "budget" in df.columns else [])
+        caption = f"{title}: {metric.replace('_', '-').upper()} (mean ± std over seeds); {budget}"
+        label = f"tab:{pres.protocol}-{metric}{suffix}".replace("_", "-")
+        if metric.startswith("pixel"):
+            what = ("the authors' mean of per-image pixel AUCs over test anomalies"
+                    if metric.endswith("per_image") else "pooled pixel AUROC over all test images (anomalib)")
+            header = header + [f"metric {metric}: {what}"]
+        table = self.table(df, pres)
+        stem = f"{pres.protocol}_{metric}{suffix}"
+        bars = table_figure(table, fig_dir, f"{stem}_bars", title, metric, budget) \
+            if fig_dir is not None and fmt != "csv" else []
+        parts = [Part(title, render(table, fmt, header, caption, label), bars)]
+        if statistics and fmt != "csv":
+            parts.append(statistics_part(table, fmt, fig_dir, stem, title, budget))
+        return parts
+
+    def extra_parts(self, rows_with_blobs: Callable[[], pd.DataFrame], pres: Presentation, fmt: str,
+                    fig_dir: Path) -> list[Part]:
+        """Parts beyond the tables (Table 4's localisation figures); ``rows_with_blobs``: the
+        protocol's ok rows with their stored scores and examples."""
+        return []
+
+
+class PaperTableLayout(Layout):
+    """Table 2: datasets as rows; the paper prints p-values over both counts of datasets."""
+
+    name = "table2"
+    paper_pvalue_levels = ("per_dataset", "per_category")
+
+
+class OpenSetLayout(Layout):
+    """Table 3: each known class is a row under its dataset's mean row; p-values pair the known-class
+    sets."""
+
+    name = "table3"
+    paper_pvalue_levels = ("per_category",)
+    by_known_class = True
+
+    def axis(self, spec: ProtocolSpec) -> tuple[str, ...]:
+        return ("known_class",)
+
+    def table(self, df: pd.DataFrame, pres: Presentation) -> Table:
+        table = build_table(open_set_frame(df), multi=True, spec=pres)
+        table.group_headers = ("Data (Tier-1)", "Data (Tier-2)")
+        table.notes.append("rows: each known (seen) class; its dataset's Mean row is their mean; p-values "
+                           "pair the known-class sets")
+        return table
+
+
+class LocalisationLayout(Layout):
+    """Table 4: pixel-level AUC of MVTec AD's categories, grouped into textures and objects, and the
+    localisation figures (Figs. 4 and 5)."""
+
+    name = "table4"
+    paper_metric = "pixel_auc_per_image"
+
+    def metrics(self, metric: str) -> list[str]:
+        return ["pixel_auc_per_image", "pixel_auc_pooled"] if metric == "auc_roc" else [metric]
+
+    def table(self, df: pd.DataFrame, pres: Presentation) -> Table:
+        table = build_table(df, spec=pres)
+        for row in table.rows:
+            if not row.is_average:
+                row.label = f"{'Texture' if row.label.lower() in TEXTURES else 'Object'}: {row.label}"
+            else:
+                row.label = f"{row.label} mean"
+        return table
+
+    def extra_parts(self, rows_with_blobs: Callable[[], pd.DataFrame], pres: Presentation, fmt: str,
+                    fig_dir: Path) -> list[Part]:
+        from fsad_bench.report.figures import heatmap_panels, localisation_f1_curve
+
+        df = rows_with_blobs()
+        budget = budget_note(df.budget)
+        paths = localisation_f1_curve(df, fig_dir, pres, budget) + heatmap_panels(df, fig_dir, pres, budget)
+        return [Part(f"{pres.protocol}: localisation figures (Figs. 4 and 5)",
+                     notes_text([f"figure: {p}" for p in paths], fmt), paths)]
+
+
+class AblationLayout(Layout):
+    """Table 5: DevNet's variants as columns (the paper prints no p-values for it)."""
+
+    name = "table5"
+
+
+
+class CurveLayout(Layout):
+    """Figs. 6-8: AUC against a setting (``curve_x``), a table and one panel per dataset."""
+
+    name = "curve"
+
+    def check(self, spec: ProtocolSpec, source: str) -> None:
+        if not spec.curve_x:
+            raise UserError(f"protocol {source}: report = \"curve\" needs curve_x: name the setting on the x "
+                            "axis, e.g. curve_x = \"n_anomaly\"")
+
+    def axis(self, spec: ProtocolSpec) -> tuple[str, ...]:
+        return (spec.curve_x,) if spec.curve_x else ()
+
+    def parts(self, df: pd.DataFrame, pres: Presentation, fmt: str, metric: str, header: list[str],
+              fig_dir: Path | None, statistics: bool, heading: str, suffix: str) -> list[Part]:
+        from fsad_bench.report.figures import curve_figure
+
+        x = pres.spec.curve_x
+        title = pres.title + ("" if metric == "auc_roc" else f" - {metric}") + heading
+        budget = budget_note(df.budget if "budget" in df.columns else [])
+        frame = curve_frame(df, x)
+        text = curve_text(frame, x, fmt, pres, f"tab:{x}{suffix}", budget)
+        paths = curve_figure(frame, x, title, fig_dir, pres.protocol + suffix, pres, budget) \
+            if fig_dir is not None else []
+        notes = "\n".join(f"> {n}" for n in header) if fmt == "markdown" else ""
+        return [Part(title, "\n".join(([notes, ""] if notes else []) + [text]), paths)]
+
+
+def curve_text(frame: pd.DataFrame, x: str, fmt: str, pres: Presentation, label: str | None = None,
                budget: str = "") -> str:
     """Rows dataset x setting value, one column per method: mean ± std over seeds (NaN when a seed has
     none; † when a point includes results flagged as suspect, listed in the notes). ``budget``: the
     budget line the caption ends with."""
-    methods = spec.order(frame.method.unique())
+    methods = pres.order(frame.method.unique())
     body, flagged, recs = [], [], []
     for (dataset, xv), g in frame.groupby(["dataset", "x"]):
         row = [dataset, f"{xv:g}"]
@@ -49,7 +205,7 @@ def curve_text(frame: pd.DataFrame, x: str, fmt: str, spec: ReportSpec, label: s
             if not len(v):
                 row.append("-")
                 continue
-            lines = flagged_lines(v, f"{dataset}, {x}={xv:g}, {spec.name(m)},")
+            lines = flagged_lines(v, f"{dataset}, {x}={xv:g}, {pres.name(m)},")
             mean, std = nan_mean(v.value), nan_std(v.value)
             mark = f" {FLAG_MARK}" if lines else ""
             row.append(("NaN" if np.isnan(mean) else f"{mean:.3f} ± {std:.3f}") + mark)
@@ -58,7 +214,7 @@ def curve_text(frame: pd.DataFrame, x: str, fmt: str, spec: ReportSpec, label: s
             recs.append({"dataset": dataset, x: xv, "method": m, "mean": mean, "std": std,
                          "flags": ";".join(names)})
         body.append(row)
-    headers = ["Data", x] + [spec.name(m) for m in methods]
+    headers = ["Data", x] + [pres.name(m) for m in methods]
     if fmt == "csv":
         return pd.DataFrame(recs).to_csv(index=False)
     notes = [SEED_SPREAD_NOTE] if fmt != "markdown" else []
@@ -70,36 +226,25 @@ def curve_text(frame: pd.DataFrame, x: str, fmt: str, spec: ReportSpec, label: s
                        label or f"tab:{x}")
 
 
-def protocol_report(df: pd.DataFrame, protocol: str, fmt: str, metric: str, header: list[str],
+def protocol_report(df: pd.DataFrame, pres: Presentation, fmt: str, metric: str, header: list[str],
                     fig_dir: Path | None = None) -> str:
     """The table (and figures) of one protocol in its paper layout, as one text (one table per
     configuration when the rows hold several, each titled in Markdown)."""
-    parts = protocol_parts(df, protocol, fmt, metric, header, fig_dir, statistics=False)
+    parts = protocol_parts(df, pres, fmt, metric, header, fig_dir, statistics=False)
     if fmt != "markdown":
         return "\n".join(p.body for p in parts)
     return "\n".join((f"{p.title}\n" if p.title else "") + p.body for p in parts)
 
 
-def layout_axis(spec: ReportSpec) -> tuple[str, ...]:
-    """The setting keys a layout varies within one table: a curve's x axis, Table 3's known class."""
-    if spec.layout == "curve":
-        return (spec.curve_x,) if spec.curve_x else ()
-    return ("known_class",) if spec.layout == "table3" else ()
-
-
-def protocol_parts(df: pd.DataFrame, protocol: str, fmt: str, metric: str, header: list[str],
+def protocol_parts(df: pd.DataFrame, pres: Presentation, fmt: str, metric: str, header: list[str],
                    fig_dir: Path | None = None, statistics: bool = True) -> list[Part]:
-    """One protocol in its paper layout (the spec's ``report`` key): the table, and for tables with
-    datasets as rows the statistics beyond the paper (ranks, Friedman, CD diagram, spreads); one such
-    set per configuration of the rows (:func:`~fsad_bench.report.configs.config_groups`), headed by
-    what differs."""
+    """One protocol in its layout: the table, and for tables with datasets as rows the statistics
+    beyond the paper; one such set per configuration of the rows
+    (:func:`~fsad_bench.report.configs.config_groups`), headed by what differs."""
     if df.empty:
         raise UserError("no finished cells to report")
-    spec = report_spec(protocol)
-    if spec.layout == "curve" and not spec.curve_x:
-        raise UserError(f"protocol {protocol} has report = \"curve\" but no curve_x: name the setting "
-                        "on the x axis in its spec, e.g. curve_x = \"n_anomaly\"")
-    groups = config_groups(df, layout_axis(spec), spec.name)
+    layout = pres.layout
+    groups = config_groups(df, layout.axis(pres.spec), pres.name)
     parts: list[Part] = []
     for i, group in enumerate(groups):
         lines = list(header)
@@ -108,53 +253,10 @@ def protocol_parts(df: pd.DataFrame, protocol: str, fmt: str, metric: str, heade
             suffix = f"-cfg{i + 1}"
             lines.append(f"configuration {i + 1} of {len(groups)} in this folder: {group.heading} (a table "
                          "pools only rows of one configuration)")
-            lines += group.details + [f"this table: {line}" for line in run_header(group.rows, spec)
+            lines += group.details + [f"this table: {line}" for line in run_header(group.rows, pres)
                                       if line.startswith("budget ") and " px" in line]
-        parts += _group_parts(group.rows, protocol, spec, fmt, metric, lines, fig_dir, statistics,
+        parts += layout.parts(group.rows, pres, fmt, metric, lines, fig_dir, statistics,
                               f" [{group.heading}]" if group.heading else "", suffix)
-    return parts
-
-
-def _group_parts(df: pd.DataFrame, protocol: str, spec: ReportSpec, fmt: str, metric: str,
-                 header: list[str], fig_dir: Path | None, statistics: bool, heading: str, suffix: str
-                 ) -> list[Part]:
-    """One configuration's table (and statistics); ``heading`` goes into its titles, ``suffix`` into
-    its figure names and LaTeX labels (both empty for a folder of one configuration)."""
-    layout = spec.layout
-    title = spec.title + ("" if metric == "auc_roc" else f" - {metric}") + heading
-    budget = budget_note(df.budget if "budget" in df.columns else [])
-    caption = f"{title}: {metric.replace('_', '-').upper()} (mean ± std over seeds); {budget}"
-    label = f"tab:{protocol}-{metric}{suffix}".replace("_", "-")
-    if metric.startswith("pixel"):
-        header = header + [f"metric {metric}: " + ("the authors' mean of per-image pixel AUCs over test "
-                                                   "anomalies" if metric.endswith("per_image") else
-                                                   "pooled pixel AUROC over all test images (anomalib)")]
-    if layout == "curve":
-        x = spec.curve_x
-        frame = curve_frame(df, x)
-        text = curve_text(frame, x, fmt, spec, f"tab:{x}{suffix}", budget)
-        paths = curve_figure(frame, x, title, fig_dir, protocol + suffix, spec, budget) \
-            if fig_dir is not None else []
-        notes = "\n".join(f"> {n}" for n in header) if fmt == "markdown" else ""
-        return [Part(title, "\n".join(([notes, ""] if notes else []) + [text]), paths)]
-    table = build_table(open_set_frame(df), multi=True, spec=spec) if layout == "table3" else \
-        build_table(df, spec=spec)
-    if layout == "table4":  # the paper groups MVTec AD's categories into textures and objects
-        for row in table.rows:
-            if not row.is_average:
-                group = "Texture" if row.label.lower() in TEXTURES else "Object"
-                row.label = f"{group}: {row.label}"
-            else:
-                row.label = f"{row.label} mean"
-    if layout == "table3":
-        table.group_headers = ("Data (Tier-1)", "Data (Tier-2)")
-        table.notes.append("rows: each known (seen) class; its dataset's Mean row is their mean; p-values "
-                           "pair the known-class sets")
-    bars = table_figure(table, fig_dir, f"{protocol}_{metric}{suffix}_bars", title, metric, budget) \
-        if fig_dir is not None and fmt != "csv" else []
-    parts = [Part(title, render(table, fmt, header, caption, label), bars)]
-    if statistics and fmt != "csv":
-        parts.append(statistics_part(table, fmt, fig_dir, f"{protocol}_{metric}{suffix}", title, budget))
     return parts
 
 
@@ -162,6 +264,8 @@ def statistics_part(table: Table, fmt: str, fig_dir: Path | None, stem: str, tit
                     ) -> Part:
     """Beyond the paper: average ranks, the Friedman test with Nemenyi post-hoc (and its critical-
     difference diagram), and the dataset spread kept apart from the seed spread."""
+    from fsad_bench.report.figures import cd_diagram
+
     names = table.names
     notes, figures, tests = [], [], {}
     for level, matrix in table.unit_means.items():

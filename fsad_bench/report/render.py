@@ -135,3 +135,11 @@ def render_grid(headers: list[str], body: list[list[str]], fmt: str, notes: list
     text = tabulate(body, headers=headers, tablefmt="github", disable_numparse=True)
     quoted = "\n".join(f"> {n}" for n in notes)
     return f"{quoted}\n\n{text}\n" if quoted else text + "\n"
+
+
+def notes_text(lines: list[str], fmt: str) -> str:
+    """Lines of notes without a table, in the report's format."""
+    if fmt == "html":
+        return "".join(f'<p class="note">{html.escape(s)}</p>' for s in lines)
+    prefix = {"latex": "% ", "csv": "# "}.get(fmt, "> ")
+    return "\n".join(prefix + s for s in lines) + "\n"

@@ -6,7 +6,8 @@ dataset's average row ('MVTEC AD'); single-category datasets are one row. Averag
 categories of the per-category means; its ± is the std over seeds of the per-seed category average.
 All stds are population stds (ddof=0) over seeds: the seed spread, not the dataset spread.
 Column order, titles and the reference of the p-value rows come from the protocol's
-:class:`~fsad_bench.report.presentation.ReportSpec` (Table 2's when none is given).
+:class:`~fsad_bench.report.presentation.Presentation` (without one: the methods sorted, titled by
+their names, no p-value rows).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -21,9 +23,10 @@ import pandas as pd
 from fsad_bench.data.registry import DATASETS, MVTEC_CATEGORIES
 from fsad_bench.errors import UserError
 from fsad_bench.input_size import NATIVE_INPUT_SIZE
-from fsad_bench.report.presentation import ReportSpec, table2_spec, weights_note
 from fsad_bench.report.stats import MIN_WILCOXON, holm, paired_wilcoxon
-from fsad_bench.store import STORE_NAME, ResultStore
+
+if TYPE_CHECKING:
+    from fsad_bench.report.presentation import Presentation
 
 #: image metrics are columns of the store; pixel metrics live in its metrics JSON (q3)
 METRICS = ("auc_roc", "auc_pr", "pixel_auc_per_image", "pixel_auc_pooled")
@@ -38,8 +41,6 @@ SEED_SPREAD_NOTE = ("± = seed spread: population std over seeds of a dataset's 
 
 #: marks a table cell whose mean includes results the detector flagged (e.g. diverged training)
 FLAG_MARK = "†"
-#: the layouts whose p-value rows the paper prints, and at which levels (LEVELS); other rows are ours
-PAPER_PVALUE_LEVELS = {"table2": ("per_dataset", "per_category"), "table3": ("per_category",)}
 NAN_NOTE = ("NaN: a seed's AUC is missing (NaN) in the input, so the cell's mean is undefined; the "
             "dataset leaves that method's tests")
 
@@ -116,29 +117,23 @@ class Table:
     group_headers: tuple[str, str] | None = None
     #: level -> (unit, method) of the cells whose mean is NaN (a seed without a number)
     unit_nan: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
-    #: the layout the table is in (which of its p-value rows the paper prints)
-    layout: str = "table2"
+    #: the levels (LEVELS) whose p-value rows the paper prints for this layout; others are marked (ours)
+    paper_pvalue_levels: tuple[str, ...] = ()
 
 
-def load_long(folder: str | Path, metric: str = "auc_roc") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(ok results as long form dataset,category,method,seed,value; failed rows) of a results folder."""
+def long_rows(cells: pd.DataFrame, metric: str = "auc_roc") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(ok rows with the metric as ``value``, the rows that are not ok) of a store's cells."""
     if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
-    path = Path(folder) / STORE_NAME
-    if not path.is_file():
-        raise UserError(f"no results store at {path}; run 'fsad-bench run --out {folder}' first")
-    with ResultStore(folder) as store:
-        df = store.dataframe()
-    ok = df[df.status == "ok"].copy()
+    ok = cells[cells.status == "ok"].copy()
     if metric in ok.columns:
         ok["value"] = ok[metric]
     else:
         ok["value"] = ok.metrics.map(lambda m: m.get(metric))
         if ok.value.isna().all() and len(ok):
-            raise UserError(f"no cell in {folder} has the metric {metric!r} (pixel metrics come from "
-                            "the q3 protocol)")
+            raise UserError(f"no cell has the metric {metric!r} (pixel metrics come from the q3 protocol)")
         ok = ok[ok.value.notna()]
-    return ok, df[df.status != "ok"]
+    return ok, cells[cells.status != "ok"]
 
 
 def load_long_csv(path: str | Path, metric: str = "auc_roc", distinct_by: Sequence[str] = ()) -> pd.DataFrame:
@@ -230,23 +225,22 @@ def curve_frame(df: pd.DataFrame, x: str) -> pd.DataFrame:
     return frame
 
 
-def build_table(df: pd.DataFrame, multi: bool = False, spec: ReportSpec | None = None) -> Table:
+def build_table(df: pd.DataFrame, multi: bool = False, spec: Presentation | None = None) -> Table:
     """The Table-2 layout from long-form results (columns dataset, category, method, seed, value).
 
     ``multi=True`` treats every dataset as multi-category (its categories are rows, then its mean).
-    ``spec`` orders and titles the columns and names the reference method (default: Table 2's).
+    ``spec`` orders and titles the columns and names the reference method.
     """
     if df.empty:
         raise UserError("no finished cells to report")
-    spec = spec or table2_spec()
-    methods = spec.order(df.method.unique())
+    methods = spec.order(df.method.unique()) if spec else sorted(df.method.unique())
     rows: list[Row] = []
     # level -> {(unit, method): (mean AUC, seed std)}; per_dataset: a multi-category dataset is one
     # unit (its category average), per_category: each category is a unit
     units: dict[str, dict[tuple[str, str], tuple[float, float]]] = {"per_dataset": {}, "per_category": {}}
     flagged: list[str] = []
     any_many = False
-    names = spec.names(methods)
+    names = spec.names(methods) if spec else {m: m for m in methods}
     for dataset in _order_datasets(sorted(df.dataset.unique())):
         d = df[df.dataset == dataset]
         cats = sorted(d.category.unique(), key=_cat_key)
@@ -280,7 +274,8 @@ def build_table(df: pd.DataFrame, multi: bool = False, spec: ReportSpec | None =
             for m in methods:
                 if (f"{dataset}/{cats[0]}", m) in units["per_category"]:
                     units["per_dataset"][(dataset, m)] = units["per_category"][(f"{dataset}/{cats[0]}", m)]
-    table = Table(methods, rows, names, spec.reference_in(methods), layout=spec.layout)
+    table = Table(methods, rows, names, spec.reference_in(methods) if spec else None,
+                  paper_pvalue_levels=spec.layout.paper_pvalue_levels if spec else ())
     for level, values in units.items():
         if values:
             frame = pd.Series(values).apply(pd.Series)
@@ -340,7 +335,7 @@ def _add_pvalue_rows(table: Table, level: str, matrix: pd.DataFrame) -> None:
             tests[m] = paired_wilcoxon(pair[ref].to_numpy(), pair[m].to_numpy())
             dropped[m] = left_out(table, level, matrix, [ref, m])
     n = max(t.n for t in tests.values())
-    ours = "" if level in PAPER_PVALUE_LEVELS.get(table.layout, ()) else " (ours)"
+    ours = "" if level in table.paper_pvalue_levels else " (ours)"
     for m, units in dropped.items():
         if units:
             table.notes.append(f"p-value ({n}){ours}, {table.names[ref]} vs {table.names[m]}: pairs "
@@ -360,12 +355,11 @@ def _add_pvalue_rows(table: Table, level: str, matrix: pd.DataFrame) -> None:
             m: fmt(adjusted[m]) for m in tests}))
 
 
-def run_header(df: pd.DataFrame, spec: ReportSpec | None = None) -> list[str]:
+def run_header(df: pd.DataFrame, spec: Presentation | None = None) -> list[str]:
     """Lines that say how the numbers were made (budget, image size, weights, seeds, and what the
     detectors note about the weights they ran with)."""
     if "budget" not in df.columns or df.empty:
         return []
-    spec = spec or table2_spec()
     lines = []
     for budget, g in df.groupby("budget"):
         parts = []
@@ -377,7 +371,7 @@ def run_header(df: pd.DataFrame, spec: ReportSpec | None = None) -> list[str]:
                          f"{weights or 'n/a'}")
         lines.append(f"budget {budget}: {'; '.join(parts)}; seeds {sorted(g.seed.unique().tolist())}")
         for method, weights in sorted({(m, w) for m, w in zip(g.method, g.weights) if isinstance(w, str)}):
-            note = weights_note(method, weights)
+            note = spec.weights_note(method, weights) if spec else None
             if note:
                 lines.append(f"{spec.name(method)} with weights {weights}: {note}")
         if budget != "paper":

@@ -1,12 +1,20 @@
-"""The grid: cells = datasets x categories x methods x seeds x settings, fully resolved.
+"""The grid: cells = datasets x categories x methods x seeds x settings, fully resolved, with no side
+effects.
 
-Hyper-parameters of a cell: :func:`fsad_bench.config.resolve_method_config` (the detector's
-defaults, the budget's table for the method, ``--weights``, ``--set``), resolved once per method
-and grid; the protocol's swept hyper-parameters (``[method_settings]``) come on top per cell.
+:func:`resolve_grid` reads the spec, the detectors, the data on disk and the weights cache, and writes
+nothing. What a real run must do before its grid exists (prepare ELPV from its installed package,
+fetch ImageNet weights that are not cached) comes back as :attr:`Grid.preparations`: ``fsad-bench run``
+performs them as printed steps (:func:`prepare`) and resolves again; ``--dry-run`` and the API's plan
+only list them. Everything that can be checked without running a cell is checked here, before any
+store is opened: names, hyper-parameter types and ranges, image sizes against each method's minimum,
+seeds, settings. A method, dataset or seed given twice runs once, and so does any other pair of cells
+with the same key.
 
-Everything that can be checked without running a cell is checked here, before the store is opened:
-names, hyper-parameter types and ranges, image sizes against each method's minimum, seeds. A method,
-dataset or seed given twice runs once, and so does any other pair of cells with the same key.
+A method's hyper-parameters: :func:`fsad_bench.config.resolve_method_config` (its ``Config``
+defaults, its own budget table, the spec's ``[set.<budget>]``, ``--weights``, ``--set``), resolved once
+per method and grid; the protocol's swept hyper-parameters (``[method_settings]``) come on top per
+cell. ``--set KEY=V1,V2`` with a KEY of the spec's ``[settings]`` (e.g. ``n_anomaly``) replaces that
+setting's values.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import importlib.util
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,24 +45,10 @@ from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import UserError
 from fsad_bench.input_size import cell_input_size, img_size_is_explicit
 from fsad_bench.paths import data_root
-from fsad_bench.protocol import ProtocolSpec
-from fsad_bench.runner.job import Cell, attach_provenance
-from fsad_bench.weights import ensure_weights
-
-
-@dataclass
-class GridRequest:
-    """What the user asked for on the command line (None = the protocol's default)."""
-
-    methods: list[str] | None = None
-    datasets: list[str] | None = None
-    seeds: list[int] | None = None
-    budget: str | None = None
-    weights: str | None = None
-    overrides: list[str] = field(default_factory=list)  # raw "key=value" strings
-    data_root: Path | None = None
-    prepare_datasets: bool = True  # False (the dry run): never prepare ELPV, see AutoDatasetPending
-
+from fsad_bench.protocol import ProtocolSpec, setting_values
+from fsad_bench.runner.job import Cell, attach_config_ids, attach_provenance
+from fsad_bench.runner.request import RunRequest
+from fsad_bench.weights import ensure_weights, weights_cache_path
 
 #: The one real dataset whose images install from PyPI (``pip install "fsad-bench[elpv]"``). When none
 #: of a spec's datasets is prepared, the spec lists this one and its package is installed, it is
@@ -63,9 +58,26 @@ AUTO_DATASET = "elpv"
 AUTO_DATASET_ENV = "FSAD_AUTO_ELPV"
 
 
-class AutoDatasetPending(Exception):
-    """Raised instead of preparing ELPV when the request must not write (``--dry-run``): the grid
-    on it is unknown until it is prepared (its cells' keys cover the prepared files' content)."""
+@dataclass
+class Preparation:
+    """A step a real run takes before its grid (printed first), never taken while resolving."""
+
+    what: str
+    run: Callable[[], None]
+
+
+@dataclass
+class Grid:
+    """A request resolved: its cells and everything said or to be done about them."""
+
+    spec: ProtocolSpec
+    budget: Budget
+    methods: dict[str, ResolvedMethod]
+    cells: list[Cell] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)   # datasets of the spec not present
+    notes: list[str] = field(default_factory=list)     # said once before the grid runs
+    preparations: list[Preparation] = field(default_factory=list)
+    pending: str = ""  # why the cells are not known until the preparations ran ("" = they are)
 
 
 def elpv_package_installed() -> bool:
@@ -80,63 +92,17 @@ def _unique(items: list[Any]) -> list[Any]:
     return list(dict.fromkeys(items))
 
 
-def resolve_datasets(spec: ProtocolSpec, req: GridRequest) -> tuple[list[str], list[str]]:
-    """(datasets to run, real datasets of the spec that are missing).
-
-    Explicit ``--datasets``, else the spec's datasets that are present, else ELPV prepared from its
-    installed package (see :data:`AUTO_DATASET`), else the spec's fallback (the embedded
-    ``synthetic``). The choice and its reason are printed (stderr), so a changed default is never silent.
-    """
-    if req.datasets:
-        for name in req.datasets:
-            info(name, req.data_root)  # unknown name -> UserError
-            if not is_present(name, req.data_root):
-                categories(name, req.data_root)  # raises the DataError that says how to fix it
-        return _unique(req.datasets), []
-    present = [d for d in spec.datasets if is_present(d, req.data_root)]
-    missing = [d for d in spec.datasets if d not in present]
-    if present:
-        return present, missing
-    root = data_root(req.data_root)
-    if AUTO_DATASET in spec.datasets and os.environ.get(AUTO_DATASET_ENV, "1") != "0":
-        if elpv_package_installed():
-            if not req.prepare_datasets:
-                raise AutoDatasetPending(
-                    f"no dataset of protocol {spec.name} is prepared under {root}: a real run first "
-                    f"prepares ELPV from the installed elpv-dataset package into {root / AUTO_DATASET} "
-                    f"(once, about 40 s) and runs on it; `fsad-bench data prepare {AUTO_DATASET}` prepares "
-                    f"it now, after which --dry-run shows its grid (--datasets synthetic or "
-                    f"{AUTO_DATASET_ENV}=0 runs the embedded dataset instead)")
-            _prepare_auto_dataset(spec, root)
-            return [AUTO_DATASET], [d for d in missing if d != AUTO_DATASET]
-        print(f"no dataset of protocol {spec.name} is prepared under {root}: running on the embedded "
-              f"{', '.join(spec.fallback_datasets)}; pip install 'fsad-bench[elpv]' to run on the real "
-              f"ELPV dataset instead (README, Set up)", file=sys.stderr)
-    return list(spec.fallback_datasets), missing
-
-
-def _prepare_auto_dataset(spec: ProtocolSpec, root: Path) -> None:
-    """Prepare ELPV from its installed package into ``root`` once, saying why and how long it took."""
-    from fsad_bench.data.converters import prepare
-
-    print(f"no dataset of protocol {spec.name} is prepared under {root}; the elpv-dataset package is "
-          f"installed, so ELPV is prepared into {root / AUTO_DATASET} (once, about a minute) and run "
-          f"(--datasets synthetic or {AUTO_DATASET_ENV}=0 runs the embedded dataset instead)",
-          file=sys.stderr)
-    start = time.perf_counter()
-    try:
-        folder, _conv = prepare(AUTO_DATASET, None, root)
-    except UserError as exc:
-        raise type(exc)(f"{exc} (while preparing ELPV from its package because no dataset of "
-                        f"{spec.name} is prepared; --datasets synthetic or {AUTO_DATASET_ENV}=0 skips it)"
-                        ) from exc
-    print(f"elpv ready in {folder} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
-
-
-def resolve_methods(spec: ProtocolSpec, req: GridRequest) -> list[str]:
+def resolve_methods(spec: ProtocolSpec, req: RunRequest) -> list[str]:
     if not req.methods or req.methods == ["all"]:
         return _unique(spec.methods)
     return _unique(req.methods)
+
+
+def resolve_budget(spec: ProtocolSpec, name: str | None, methods: list[str]) -> Budget:
+    """The budget of the grid: ``--budget`` or the spec's default; a known one, or one that a method
+    of the run declares."""
+    declared = {b for m in methods for b in load_detector(m).budgets}
+    return get_budget(name or spec.default_budget, declared)
 
 
 def check_img_size(method: str, config: Any, img_size: int, dataset: str = "") -> None:
@@ -152,51 +118,133 @@ def check_img_size(method: str, config: Any, img_size: int, dataset: str = "") -
                     f"{f' ({arch})' if arch else ''}{where}; use --set {method}.img_size={need} or larger")
 
 
-def resolve_budget(spec: ProtocolSpec, name: str | None, methods: list[str]) -> Budget:
-    """The budget of the grid: ``--budget`` or the spec's default; a known one, or one that a method
-    of the run declares."""
-    declared = {b for m in methods for b in load_detector(m).budgets}
-    return get_budget(name or spec.default_budget, declared)
+def _weights_step(arch: str) -> Preparation | None:
+    """Fetching ``arch``'s ImageNet weights when the torch cache lacks them (None when it has them)."""
+    path = weights_cache_path(arch)  # an architecture without ImageNet weights is an error here
+    if path.exists():
+        return None
+    return Preparation(f"ImageNet weights for {arch} are not in the torch cache: fetching them once into "
+                       f"{path}", lambda: ensure_weights(arch))
 
 
-def resolve_grid_methods(spec: ProtocolSpec, budget: Budget, methods: list[str], req: GridRequest
-                         ) -> dict[str, ResolvedMethod]:
-    """Every method's resolved configuration for this grid (:func:`resolve_method_config`), the
-    ``--set`` keys checked against the run's methods and the needed ImageNet weights against the cache."""
-    overrides = parse_overrides(req.overrides)
-    resolved = {m: resolve_method_config(budget, m, req.weights, overrides, spec.set_at(budget.name))
-                for m in methods}
+def resolve_grid_methods(spec: ProtocolSpec, budget: Budget, methods: list[str], overrides: dict[str, str],
+                         weights: str | None
+                         ) -> tuple[dict[str, ResolvedMethod], list[str], list[Preparation]]:
+    """Every method's resolved configuration for this grid, the notes to say once (methods without
+    the budget) and the weights to fetch; ``--set`` and ``[set.<budget>]`` keys are checked against
+    the run's methods."""
+    protocol_set = spec.set_at(budget.name)
+    resolved = {m: resolve_method_config(budget, m, weights, overrides, protocol_set) for m in methods}
+    notes = []
     for m, r in resolved.items():
         check_img_size(m, r.config, r.img_size)
+        if not r.budget_declared:
+            notes.append(f"method {m} declares no budget {budget.name!r}: it runs on its Config defaults at "
+                         f"{r.img_size} px" + (f", weights {r.config.weights}" if hasattr(r.config, "weights")
+                                                else ""))
     known_keys = set().union(*(config_fields(r.cls) for r in resolved.values())) | {"img_size"}
     for key in overrides:
         target, dot, name = key.rpartition(".")
         if dot and target not in methods:
             raise UserError(f"--set {key}: method {target!r} is not in this run ({', '.join(methods)})")
         if not dot and name not in known_keys:
-            raise UserError(f"--set {key}: no method in this run has a hyper-parameter {name!r}")
-    for key in spec.set_at(budget.name):
-        if key != "img_size" and not any(key in config_fields(r.cls) for r in resolved.values()):
+            raise UserError(f"--set {key}: no method in this run has a hyper-parameter {name!r}, and "
+                            f"protocol {spec.name} has no setting of that name (its settings: "
+                            f"{', '.join(spec.settings) or 'none'})")
+    for key in protocol_set:
+        if key not in known_keys:
             raise UserError(f"protocol {spec.name}: [set.{budget.name}] {key}: no method in this run has a "
                             "hyper-parameter of that name")
     for key in spec.method_settings:
         for m, r in resolved.items():
             if key not in config_fields(r.cls):
                 raise UserError(f"protocol {spec.name} sweeps {key!r}, which method {m!r} does not have")
-    for r in resolved.values():
-        for name in r.cls.required_weights(r.config):
-            ensure_weights(name)
-    return resolved
+    archs = _unique([a for r in resolved.values() for a in r.cls.required_weights(r.config)])
+    steps = [s for s in map(_weights_step, archs) if s is not None]
+    return resolved, notes, steps
 
 
-def build_cells(spec: ProtocolSpec, req: GridRequest) -> tuple[list[Cell], list[str]]:
-    """All cells of the grid, and the spec's datasets that are missing."""
+def split_overrides(spec: ProtocolSpec, overrides: dict[str, str]
+                    ) -> tuple[dict[str, list[Any]], dict[str, str]]:
+    """``--set`` values that set the spec's split settings (``n_anomaly=1`` or ``n_anomaly=1,10``),
+    validated against the split rule; and the rest (hyper-parameters)."""
+    settings, rest = {}, {}
+    for key, value in overrides.items():
+        if key in spec.settings:
+            values = [v.strip() for v in value.split(",") if v.strip()]
+            settings[key] = setting_values(spec, key, values, f"--set {key}", from_text=True)
+        else:
+            rest[key] = value
+    return settings, rest
+
+
+def resolve_datasets(spec: ProtocolSpec, req: RunRequest) -> tuple[list[str], list[str], list[str],
+                                                                  list[Preparation]]:
+    """(datasets to run, real datasets of the spec that are missing, notes, preparations).
+
+    Explicit ``--datasets``, else the spec's datasets that are present, else ELPV prepared from its
+    installed package (a preparation; see :data:`AUTO_DATASET`), else the spec's fallback (the
+    embedded ``synthetic``). The choice and its reason are a note, so a changed default is never silent.
+    """
+    if req.datasets:
+        for name in req.datasets:
+            info(name, req.data_root)  # unknown name -> UserError
+            if not is_present(name, req.data_root):
+                categories(name, req.data_root)  # raises the DataError that says how to fix it
+        return _unique(req.datasets), [], [], []
+    present = [d for d in spec.datasets if is_present(d, req.data_root)]
+    missing = [d for d in spec.datasets if d not in present]
+    if present:
+        return present, missing, [], []
+    root = data_root(req.data_root)
+    if AUTO_DATASET in spec.datasets and os.environ.get(AUTO_DATASET_ENV, "1") != "0":
+        if elpv_package_installed():
+            step = Preparation(
+                f"no dataset of protocol {spec.name} is prepared under {root}; the elpv-dataset package is "
+                f"installed, so ELPV is prepared into {root / AUTO_DATASET} (once, about a minute) and run "
+                f"(--datasets synthetic or {AUTO_DATASET_ENV}=0 runs the embedded dataset instead)",
+                lambda: _prepare_auto_dataset(spec, root))
+            return [AUTO_DATASET], [d for d in missing if d != AUTO_DATASET], [], [step]
+        note = (f"no dataset of protocol {spec.name} is prepared under {root}: running on the embedded "
+                f"{', '.join(spec.fallback_datasets)}; pip install 'fsad-bench[elpv]' to run on the real "
+                "ELPV dataset instead (README, Set up)")
+        return list(spec.fallback_datasets), missing, [note], []
+    return list(spec.fallback_datasets), missing, [], []
+
+
+def _prepare_auto_dataset(spec: ProtocolSpec, root: Path) -> None:
+    """Prepare ELPV from its installed package into ``root``, saying how long it took."""
+    from fsad_bench.data.converters import prepare as prepare_dataset
+
+    start = time.perf_counter()
+    try:
+        folder, _conv = prepare_dataset(AUTO_DATASET, None, root)
+    except UserError as exc:
+        raise type(exc)(f"{exc} (while preparing ELPV from its package because no dataset of "
+                        f"{spec.name} is prepared; --datasets synthetic or {AUTO_DATASET_ENV}=0 skips it)"
+                        ) from exc
+    print(f"elpv ready in {folder} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)
+
+
+def resolve_grid(spec: ProtocolSpec, req: RunRequest) -> Grid:
+    """The request's grid, resolved and validated, without side effects (see the module docstring)."""
     methods = resolve_methods(spec, req)
     budget = resolve_budget(spec, req.budget, methods)  # once per grid
-    per_method = resolve_grid_methods(spec, budget, methods, req)
-    datasets, missing = resolve_datasets(spec, req)
+    overrides = parse_overrides(req.overrides)
+    settings, params = split_overrides(spec, overrides)
+    per_method, notes, steps = resolve_grid_methods(spec, budget, methods, params, req.weights)
     seeds = req.seeds if req.seeds is not None else spec.seeds
     seeds = _unique([checked_int(s, "seed", _SEED) for s in seeds])
+    datasets, missing, data_notes, data_steps = resolve_datasets(spec, req)
+    grid = Grid(spec, budget, per_method, [], missing, notes + data_notes, data_steps + steps)
+    if data_steps:
+        target = data_root(req.data_root) / AUTO_DATASET
+        grid.pending = (f"{data_steps[0].what.split(';')[0]}: a real run first prepares ELPV from the "
+                        f"installed elpv-dataset package into {target} (once, about 40 s) and runs on "
+                        f"it; `fsad-bench data prepare {AUTO_DATASET}` prepares it now, after which "
+                        f"--dry-run shows its grid (--datasets synthetic or {AUTO_DATASET_ENV}=0 runs the "
+                        "embedded dataset instead)")
+        return grid
     cells = []
     for dataset in datasets:
         cats = categories(dataset, req.data_root)
@@ -206,14 +254,13 @@ def build_cells(spec: ProtocolSpec, req: GridRequest) -> tuple[list[Cell], list[
             cats = [c for c in cats if c in spec.categories[dataset]]
         version = data_version(dataset)  # synthetic's generator; the files' content: attach_provenance
         for category in cats:
-            for setting in _expand_settings(spec, dataset, category, req.data_root):
+            for setting in _expand_settings(spec, settings, dataset, category, req.data_root):
                 split_kwargs = {k: v for k, v in setting.items() if k not in spec.method_settings}
                 swept = {k: v for k, v in setting.items() if k in spec.method_settings}
-                for method in methods:
-                    resolved = per_method[method]
+                for method, resolved in per_method.items():
                     # Mastcam is never upsampled (its native 64 px, as the paper's); see input_size
                     img_size = cell_input_size(dataset, resolved.img_size,
-                                               img_size_is_explicit(parse_overrides(req.overrides), method))
+                                               img_size_is_explicit(overrides, method))
                     if img_size != resolved.img_size:  # capped to the dataset's native size
                         check_img_size(method, resolved.config, img_size, dataset)
                     for seed in seeds:
@@ -221,22 +268,46 @@ def build_cells(spec: ProtocolSpec, req: GridRequest) -> tuple[list[Cell], list[
                             spec.name, spec.split, dataset, category, method, seed, setting, budget.name,
                             img_size, {**resolved.params, **swept},
                             str(req.data_root) if req.data_root else None,
-                            {**split_kwargs, **spec.split_args}, spec.pixel_metrics,
-                            version))
+                            {**split_kwargs, **spec.split_args}, spec.pixel_metrics, version))
     cells = attach_provenance(cells)  # keys cover the data's content and the detector's code
-    unique = list({c.key: c for c in cells}.values())  # e.g. a setting listed twice in a spec
-    if not unique:
+    attach_config_ids(cells, spec.layout().axis(spec))
+    grid.cells = list({c.key: c for c in cells}.values())  # e.g. a setting listed twice in a spec
+    if not grid.cells:
         raise UserError(f"the grid of protocol {spec.name} has no cells (seeds: {seeds}, methods: {methods}, "
                         f"datasets: {datasets}); check --seeds, --methods, --datasets and the spec's "
                         "[categories]")
-    return unique, missing
+    return grid
 
 
-def _expand_settings(spec: ProtocolSpec, dataset: str, category: str, root: Path | None
-                     ) -> list[dict[str, Any]]:
-    """The setting grid of one category; ``known_class = "*"`` becomes each of its anomaly classes
-    (or the spec's list for the dataset / category)."""
-    grid = spec.setting_grid()
+def prepare(grid: Grid, say: Callable[[str], None]) -> bool:
+    """Take the grid's preparations, each announced by ``say``; True when there were any (the grid
+    must then be resolved again: prepared data changes its cells' keys)."""
+    for step in grid.preparations:
+        say(step.what)
+        step.run()
+    return bool(grid.preparations)
+
+
+def build_cells(spec: ProtocolSpec, req: RunRequest) -> tuple[list[Cell], list[str]]:
+    """The cells of a real run of ``req`` (preparations taken, notes printed) and the spec's datasets
+    that are missing: for scripts and tests that run cells themselves."""
+    def say(text: str) -> None:
+        print(text, file=sys.stderr)
+
+    grid = resolve_grid(spec, req)
+    if prepare(grid, say):
+        grid = resolve_grid(spec, req)
+    for note in grid.notes:
+        say(note)
+    return grid.cells, grid.missing
+
+
+def _expand_settings(spec: ProtocolSpec, settings: dict[str, list[Any]], dataset: str, category: str,
+                     root: Path | None) -> list[dict[str, Any]]:
+    """The setting grid of one category (``settings``: values ``--set`` gave instead of the spec's);
+    ``known_class = "*"`` becomes each of its anomaly classes (or the spec's list for the dataset /
+    category)."""
+    grid = spec.setting_grid(settings)
     if "known_class" not in spec.settings:
         return grid
     # a per-category list (MVTec AD's carpet) is the paper's; a user's category of that name is not it

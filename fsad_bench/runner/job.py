@@ -18,7 +18,7 @@ import resource
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 
 from fsad_bench import __version__
+from fsad_bench.configuration import DETECTOR_COLUMNS, config_id, config_items
 from fsad_bench.data.cache import data_fingerprint, load_category
 from fsad_bench.data.layout import CategoryIndex, scan_category
 from fsad_bench.data.registry import dataset_dir
@@ -65,6 +66,9 @@ class Cell:
     data_fingerprint: str = ""  # content of the category's files + decoder (cache.data_fingerprint)
     split_hash: str = ""        # manifest hash of the cell's split, or why the split cannot be made
     detector_identity: dict[str, str] = field(default_factory=dict)  # registry.identify_detector
+    #: the id of the cell's configuration (:func:`attach_config_ids`); derived from the rest, so not
+    #: part of the key
+    config_id: str = ""
 
     @property
     def key(self) -> str:
@@ -72,6 +76,7 @@ class Cell:
         same key = same computation."""
         d = asdict(self)
         d.pop("data_root")  # where the data lives does not change the result
+        d.pop("config_id")
         if not d["detector"]:
             d.pop("detector")  # keys of entry-point methods stay what they were
         blob = json.dumps({**d, "code_version": __version__}, sort_keys=True, default=str)
@@ -87,6 +92,8 @@ class Cell:
         return f"{self.dataset}/{self.category} {self.method} seed={self.seed} {setting}"
 
 
+#: the keys of a detector identity (registry.identify_detector), in the order of DETECTOR_COLUMNS
+IDENTITY_KEYS = ("target", "distribution", "version", "source_digest")
 NO_SPLIT = "no split: "  # split_hash prefix of a cell whose split rule refuses the data
 
 
@@ -121,6 +128,17 @@ def attach_provenance(cells: list[Cell]) -> list[Cell]:
         cell.data_fingerprint = fingerprints[where]
         cell.split_hash = _split_hash(indexes[where], cell)
         cell.detector_identity = dict(detectors[name])
+    return cells
+
+
+def attach_config_ids(cells: list[Cell], axis: tuple[str, ...]) -> list[Cell]:
+    """Fill in each cell's configuration id (:mod:`fsad_bench.configuration`; ``axis``: the settings that
+    vary within one table of the protocol's layout). Needs the detector identity (attach_provenance)."""
+    for cell in cells:
+        items = config_items(cell.dataset, cell.budget, __version__, cell.setting, cell.img_size, cell.params,
+                             str(cell.params.get("weights", "")), axis)
+        identity = tuple(cell.detector_identity.get(k, "") for k in IDENTITY_KEYS)
+        cell.config_id = config_id(cell.method, items, identity)
     return cells
 
 
@@ -173,15 +191,10 @@ def _flags(raw: Any) -> list[dict[str, str]]:
 def failed_result(cell: Cell, device: str, error: str = "") -> CellResult:
     """The record of ``cell`` as failed; ``run_cell`` starts from it and fills it in when the cell
     succeeds, an executor stores it as is when the cell's worker vanished."""
-    return CellResult(key=cell.key, protocol=cell.protocol, dataset=cell.dataset, category=cell.category,
-                      method=cell.method, seed=cell.seed, setting=cell.setting, budget=cell.budget,
-                      img_size=cell.img_size, status="failed", error=error, device=device,
-                      params=cell.params, weights=str(cell.params.get("weights", "")),
-                      code_version=__version__, data_fingerprint=cell.data_fingerprint,
-                      detector_target=cell.detector_identity.get("target", ""),
-                      detector_dist=cell.detector_identity.get("distribution", ""),
-                      detector_version=cell.detector_identity.get("version", ""),
-                      detector_source=cell.detector_identity.get("source_digest", ""))
+    same = {f.name: getattr(cell, f.name) for f in fields(CellResult) if hasattr(cell, f.name)}
+    identity = dict(zip(DETECTOR_COLUMNS, (cell.detector_identity.get(k, "") for k in IDENTITY_KEYS)))
+    return CellResult(**same, **identity, status="failed", error=error, device=device,
+                      weights=str(cell.params.get("weights", "")), code_version=__version__)
 
 
 def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> CellResult:
@@ -204,8 +217,8 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> Cel
         result.data_fingerprint = data.fingerprint
         _check_provenance(data.fingerprint, cell.data_fingerprint, f"data of {cell.dataset}/{cell.category}")
         identity = identify_detector(cell.detector or cell.method)
-        result.detector_target, result.detector_dist = identity["target"], identity["distribution"]
-        result.detector_version, result.detector_source = identity["version"], identity["source_digest"]
+        for column, part in zip(DETECTOR_COLUMNS, IDENTITY_KEYS):
+            setattr(result, column, identity[part])
         for part, seen in identity.items():
             _check_provenance(seen, cell.detector_identity.get(part, ""),
                               f"{part.replace('_', ' ')} of detector {cell.method}")

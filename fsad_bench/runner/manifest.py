@@ -152,7 +152,7 @@ class RunManifest:
             "start_time": self.started.isoformat(timespec="seconds"),
             "end_time": None,
             # the resolved protocol spec (report.document skips "spec*")
-            "spec": {**spec.model_dump(by_alias=True), "source": spec.source},
+            "spec": spec.stored(),
             "budget": budget,
             "methods": method_configs(cells),
             "datasets": sorted({c.dataset for c in cells}),

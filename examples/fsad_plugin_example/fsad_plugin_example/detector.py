@@ -1,4 +1,4 @@
-"""A complete fsad-bench detector in one class.
+"""A complete fsad-bench detector in one module: its hyper-parameters, its budgets and the class.
 
 Score = the largest distance, over a grid of patches, between a test patch's mean colour and the
 same patch's mean colour over the training normals (in units of its std). Labelled anomalies are
@@ -26,6 +26,14 @@ class PatchColour(Detector):
     name = "patchcolour"
     Config = PatchColourConfig
     uses_labelled_anomalies = False
+    display_name = "PatchColour"   # its column title in reports
+    # Its hyper-parameters (and image size) at each budget: `fsad-bench run --budget quick` uses the
+    # "quick" table; a budget it does not declare runs on PatchColourConfig's defaults.
+    budgets = {
+        "paper": {"img_size": 256, "grid": 8},
+        "quick": {"img_size": 64, "grid": 4},
+        "smoke": {"img_size": 32, "grid": 2},
+    }
 
     def _patch_means(self, images: np.ndarray) -> np.ndarray:
         n, h, w, _ = images.shape
