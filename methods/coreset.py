@@ -79,8 +79,9 @@ def greedy_coreset(features: torch.Tensor, n_select: int, seed: int = 0,
                    projection_dim: int = PROJECTION_DIM, n_starts: int = N_STARTS) -> torch.Tensor:
     """Indices (int64, in pick order) of the greedy k-center coreset of ``features`` (N, D).
 
-    ``n_select`` features are picked; ``seed`` fixes the random projection and the start features.
-    See the module docstring for the official procedure this follows.
+    ``n_select`` features are picked (``n_select >= N``: all of them, in their order); ``seed`` fixes
+    the random projection and the start features. See the module docstring for the official procedure
+    this follows.
     """
     n, dim = features.shape
     if n_select <= 0 or n == 0:
