@@ -27,12 +27,13 @@ column of the paper's Table 1):
   concatenated (first layer first) and ``adaptive_avg_pool1d``-ed to ``target_embed_dim`` (1024)
   values (the official ``Aggregator``). The official code resizes the unfolded C x p x p planes and
   then pools; we pool and then resize, which is the same linear map (resizing acts on each plane
-  with the same weights, pooling mixes planes at each location) at a ninth of the cost -
-  ``tests/test_patchcore.py`` checks the equality. What this is for WideResNet-50 at 1024/1024: the
-  first 512 dimensions are layer 2's channels, each a 3 x 3 average with the centre counted twice
-  (weights 1/10, centre 2/10: adaptive pooling of 4608 values into 1024 bins of 5 overlapping ones),
-  the last 512 are averages of two adjacent layer-3 channels' plain 3 x 3 means (9216 -> 1024 bins of
-  9, then pairs); zero padding counts in the border averages.
+  with the same weights, pooling mixes planes at each location) with 9 x fewer planes to resize
+  (WideResNet-50's layer 3) - ``tests/test_patchcore.py`` checks the equality. What this is for
+  WideResNet-50 at 1024/1024: the first 512 dimensions are layer 2's channels, each a 3 x 3 average
+  with the centre counted twice (weights 1/10, centre 2/10: adaptive pooling of 4608 values into 1024
+  bins of 5 overlapping ones, then pairs), the last 512 are averages of two adjacent layer-3
+  channels' plain 3 x 3 means (9216 -> 1024 bins of 9, then pairs); zero padding counts in the border
+  averages.
 * Memory bank: every patch of every normal training image, then the greedy k-center coreset of
   :mod:`fsad_methods.coreset` (random projection to 128 dimensions, 10 random start features,
   ``floor(n * coreset_fraction)`` features; ``coreset_fraction = 0.1``).
@@ -45,8 +46,8 @@ column of the paper's Table 1):
 * Re-weighting (Eq. 7): NOT in the official code - its ``NearestNeighbourScorer`` averages the
   distances to the ``anomaly_scorer_num_nn`` nearest features (1 in every published detection run:
   the plain nearest distance) and never re-weights. The paper writes
-  ``s = (1 - exp||m_test* - m*|| / sum_{m in N_b(m*)} exp||m_test* - m||) * s*`` and gives no value
-  of b. ``reweight_neighbours = b`` (default 1 = off, the official code); b >= 2 applies Eq. 7
+  ``s = (1 - exp||m_test* - m*|| / sum_{m in N_b(m*)} exp||m_test* - m||) * s*``; we found no value
+  of b in it. ``reweight_neighbours = b`` (default 1 = off, the official code); b >= 2 applies Eq. 7
   with N_b(m*) = the b memory-bank features nearest to m* (m* itself included, so the numerator's
   term is one of the denominator's and the weight lies in [1 - 1/b, 1)) - anomalib's reading
   (its default b = 9), the distances inside the exponentials Euclidean as in the paper; the weight
