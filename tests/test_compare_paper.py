@@ -65,7 +65,7 @@ def test_cli_compare_paper_from_csv(tmp_path, capsys):
                  columns=["dataset", "category", "method", "seed", "auc_roc"]).to_csv(path, index=False)
     assert main(["report", "--from-csv", str(path), "--compare-paper"]) == 0
     out = capsys.readouterr().out
-    assert "1 of 2 cells agree with the paper's table2 within 2 sd; 1 differ (marked !)" in out
+    assert "1 of 2 cells agree with the published Table 2 within 2 sd; 1 differ (marked !)" in out
     line = next(x for x in out.splitlines() if x.startswith("| AITEX") and "MINNS" in x)
     assert "0.813 ± 0.030" in line and "-0.213" in line and line.rstrip(" |").endswith("!")
 

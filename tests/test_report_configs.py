@@ -143,11 +143,31 @@ def test_compare_paper_never_pools_configurations(tmp_path, capsys):
     folder = tmp_path / "res"
     with ResultStore(folder) as store:
         _put(store, "devnet", (0.887,) * 3)                       # the paper's AITEX 0.887
+        _put(store, "devnet", (0.487,) * 3, params={**PAPER_DEVNET, "lr": 0.01})
+    out = _report(folder, capsys, "--compare-paper")
+    rows = [x for x in out.splitlines() if x.startswith("| AITEX") and "0.887 ± 0.013" in x
+            and "| Table 2 " in x]
+    ours = sorted(line.split("|")[4].strip() for line in rows)
+    assert ours == ["0.487 ± 0.000", "0.887 ± 0.000"]  # old: one row, 0.687 ± 0.200
+
+
+def test_compare_paper_sets_ours_beside_numbers_made_with_as_many_labelled_anomalies(tmp_path, capsys):
+    folder = tmp_path / "res"
+    with ResultStore(folder) as store:
+        _put(store, "devnet", (0.887,) * 3)                                  # 10 labelled anomalies
+        _put(store, "devnet", (0.600,) * 3, setting={"n_anomaly": 1})
         _put(store, "devnet", (0.487,) * 3, setting={"n_anomaly": 5})
     out = _report(folder, capsys, "--compare-paper")
-    rows = [x for x in out.splitlines() if x.startswith("| AITEX") and "0.887 ± 0.013" in x]
-    ours = sorted(line.split("|")[3].strip() for line in rows)
-    assert ours == ["0.487 ± 0.000", "0.887 ± 0.000"]  # old: one row, 0.687 ± 0.200
+    rows = [[c.strip() for c in x.strip("|").split("|")] for x in out.splitlines() if x.startswith("| AITEX")
+            and "paper's DevNet" in x or x.startswith("| AITEX") and "| DevNet " in x]
+    beside = sorted((r[2], r[3], r[4]) for r in rows if len(r) > 4)
+    # 10: the DevNet paper's Table 2 and DRA's Table 1 (both 0.887 ± 0.013); 1: DRA's Table 1 only
+    # (0.598 ± 0.070); 5: no published number was made with 5, so none stands beside it
+    assert beside == [("DRA Table 1", "0.600 ± 0.000", "0.598 ± 0.070"),
+                      ("DRA Table 1", "0.887 ± 0.000", "0.887 ± 0.013"),
+                      ("Table 2", "0.887 ± 0.000", "0.887 ± 0.013")]
+    assert "no published numbers of Table 2 with 1 labelled anomalies" in out
+    assert "0.487" not in "".join("|".join(r) for r in rows)
 
 
 def test_a_newer_code_version_is_its_own_table(tmp_path, capsys):

@@ -40,8 +40,10 @@ NOT_RECORDED = ("its settings are not recorded (a long-form CSV), so they are no
 
 
 def load_published(table: str) -> pd.DataFrame:
-    """The transcribed numbers of one of the paper's tables (columns source, dataset, category,
-    known_class, method, column, metric, mean, std; ``column`` is the paper's column title)."""
+    """The transcribed numbers of one published table (columns source, dataset, category, known_class,
+    method, column, metric, mean, std, n_anomaly; ``column`` is the paper's column title, ``source``
+    the paper and table, ``n_anomaly`` the labelled anomalies behind the number, 0 for an
+    unsupervised method)."""
     res = resources.files("fsad_bench.published") / f"{table}.csv"
     if not res.is_file():
         raise UserError(f"no published numbers {table}.csv in results/paper; reinstall fsad-bench")
@@ -88,7 +90,9 @@ def _flags(rows: pd.DataFrame) -> str:
 
 @dataclass
 class Comparison:
-    table: str                 # the paper's table, e.g. "table2"
+    table: str                 # the published table, e.g. "table2"
+    source: str                # where its numbers come from, e.g. "Table 2" or "DRA Table 1"
+    n_anomaly: int | None      # the labelled anomalies of ours (and of the published numbers set beside)
     metric: str
     by_known_class: bool       # rows are known classes (Table 3)
     cells: pd.DataFrame        # KEYS + paper_column, ours_mean, ours_std, flags, paper_mean, paper_std, diff,
@@ -113,10 +117,11 @@ class Comparison:
 
     def summary(self) -> str:
         n = len(self.cells)
+        made = f" with {self.n_anomaly} labelled anomalies" if self.n_anomaly is not None else ""
         if not n:
-            return (f"no published {self.table} numbers for the datasets and methods run "
+            return (f"no published numbers of {self.source}{made} for the datasets and methods run "
                     f"({', '.join(self.unmatched_datasets) or 'none'}): nothing to compare")
-        text = (f"{self.agree} of {n} cells agree with the paper's {self.table} within {N_SD:g} sd; "
+        text = (f"{self.agree} of {n} cells agree with the published {self.source} within {N_SD:g} sd; "
                 f"{n - self.agree - self.undefined} differ (marked !)")
         if self.undefined:
             text += f"; {self.undefined} have no mean of ours (NaN)"
@@ -136,7 +141,11 @@ def compare(df: pd.DataFrame, pres: Presentation, table: str | None = None) -> C
     layout = pres.layout
     metric = layout.paper_metric
     paper = load_published(table)
-    paper = paper[paper.metric == metric]
+    source = ", ".join(dict.fromkeys(paper.source.astype(str)))
+    n_anomaly = _n_anomaly(df, pres)
+    # a published number was made with some number of labelled anomalies: only ours made with as many
+    # stand beside it; an unsupervised method's number (0) stands for every number
+    paper = paper[(paper.metric == metric) & paper.n_anomaly.isin([n_anomaly, 0])]
     ours = our_cells(df, by_known_class=layout.by_known_class)
     ours["paper_column"] = ours.method.map(pres.paper_column)
     paper = paper.rename(columns={"column": "paper_column"})
@@ -148,8 +157,18 @@ def compare(df: pd.DataFrame, pres: Presentation, table: str | None = None) -> C
     cells["sd"] = np.maximum(np.sqrt(cells.ours_std**2 + cells.paper_std.fillna(0) ** 2), ROUNDING_FLOOR)
     cells["differs"] = cells["diff"].abs() > N_SD * cells.sd
     unmatched = sorted(set(df.dataset) - set(cells.dataset))
-    return Comparison(table, metric, layout.by_known_class, cells, unmatched,
+    return Comparison(table, source, n_anomaly, metric, layout.by_known_class, cells, unmatched,
                       settings_differences(df[df.method.isin(cells.method)]))
+
+
+def _n_anomaly(df: pd.DataFrame, pres: Presentation) -> int | None:
+    """The labelled anomalies of ``df``'s rows (one configuration: one number); rows that do not
+    record it (a plain CSV) have the spec's."""
+    recorded = {s.get("n_anomaly") for s in df.setting if isinstance(s, dict)} if "setting" in df else set()
+    recorded.discard(None)
+    if not recorded:
+        recorded = set(pres.spec.settings.get("n_anomaly", [])[:1])
+    return int(recorded.pop()) if len(recorded) == 1 else None
 
 
 def settings_differences(df: pd.DataFrame) -> dict[str, list[str]]:
@@ -194,25 +213,30 @@ def _label(dataset: str, category: str, known_class: str, by_known_class: bool) 
     return " / ".join(parts) + (" mean" if average else "")
 
 
-def comparison_rows(comp: Comparison, display: dict[str, str]) -> tuple[list[str], list[list[str]]]:
-    """Headers and rows (Data, Method, ours, paper, diff, mark) in the paper's row order. Method is
-    ``display``'s title, followed by the published column it is compared with where the title does
-    not already name it."""
+def comparison_rows(comps: list[Comparison], display: dict[str, str]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows (Data, Method, published in, ours, paper, diff, mark) in the paper's row order,
+    the published tables' cells together (a cell of ours beside each published number made like it).
+    Method is ``display``'s title, followed by the published column it is compared with where the
+    title does not already name it."""
     order = {d: i for i, d in enumerate(DATASETS)}
-    cells = comp.cells.assign(_o=comp.cells.dataset.map(order).fillna(len(order)),
-                              _avg=(comp.cells.category == "") & (comp.cells.known_class == ""))
-    cells = cells.sort_values(["_o", "dataset", "_avg", "category", "known_class", "method"])
+    frames = [c.cells.assign(source=c.source, table_order=i, known_rows=c.by_known_class)
+              for i, c in enumerate(comps)]
+    cells = pd.concat(frames, ignore_index=True)
+    cells = cells.assign(_o=cells.dataset.map(order).fillna(len(order)),
+                         _avg=(cells.category == "") & (cells.known_class == ""))
+    cells = cells.sort_values(["_o", "dataset", "_avg", "category", "known_class", "method", "table_order"])
+    differ = {m: lines for c in comps for m, lines in c.settings_differ.items() if lines}
     body = []
     for r in cells.itertuples():
         paper = f"{r.paper_mean:.3f}" + ("" if np.isnan(r.paper_std) else f" ± {r.paper_std:.3f}")
         ours = "NaN" if np.isnan(r.ours_mean) else f"{r.ours_mean:.3f} ± {r.ours_std:.3f}"
         method = _method_label(display.get(r.method, r.method), r.paper_column)
-        body.append([_label(r.dataset, r.category, r.known_class, comp.by_known_class),
-                     method + (f" {SETTINGS_MARK}" if comp.settings_differ.get(r.method) else ""),
+        body.append([_label(r.dataset, r.category, r.known_class, r.known_rows),
+                     method + (f" {SETTINGS_MARK}" if r.method in differ else ""), r.source,
                      ours + (f" {FLAG_MARK}" if r.flags else ""), paper,
                      "n/a" if np.isnan(r.diff) else f"{r.diff:+.3f}",
                      "!" if r.differs else ""])
-    return ["Data", "Method", "ours", "paper", "diff", f"> {N_SD:g} sd"], body
+    return ["Data", "Method", "published in", "ours", "paper", "diff", f"> {N_SD:g} sd"], body
 
 
 def _method_label(name: str, column: str) -> str:
@@ -220,8 +244,9 @@ def _method_label(name: str, column: str) -> str:
 
 
 def comparison_part(df: pd.DataFrame, pres: Presentation, fmt: str) -> Part:
-    """Ours beside the paper for one protocol (df: its rows, with the layout's published metric): per
-    published table of the spec, one grid per configuration of the rows (never a pooled cell), methods
+    """Ours beside the published numbers for one protocol (df: its rows, with the layout's published
+    metric): one grid per configuration of the rows (never a pooled cell), each of our cells beside
+    every published number made with as many labelled anomalies (the spec's ``paper_tables``), methods
     whose settings differ from the published ones marked ‡ with what differs, cells with flagged
     results marked †."""
     protocol = pres.protocol
@@ -230,20 +255,16 @@ def comparison_part(df: pd.DataFrame, pres: Presentation, fmt: str) -> Part:
         return Part(title, notes_text([f"the paper prints no numbers for protocol {protocol} (its results "
                                        "are figures only): nothing to compare"], fmt))
     groups = config_groups(df, pres.layout.axis(pres.spec), pres.name) if len(df) else []
-    bodies = [_comparison_body(g.rows, pres, table, fmt, g.heading,
-                               f"-cfg{i + 1}" if len(groups) > 1 else "")
-              for table in pres.spec.paper_tables for i, g in enumerate(groups)] \
-        or [_comparison_body(df, pres, table, fmt, "", "") for table in pres.spec.paper_tables]
+    bodies = [_comparison_body(g.rows, pres, fmt, g.heading, f"-cfg{i + 1}" if len(groups) > 1 else "")
+              for i, g in enumerate(groups)] or [_comparison_body(df, pres, fmt, "", "")]
     return Part(title, "\n".join(bodies))
 
 
-def _comparison_body(df: pd.DataFrame, pres: Presentation, table: str, fmt: str, heading: str,
-                     suffix: str) -> str:
+def _comparison_body(df: pd.DataFrame, pres: Presentation, fmt: str, heading: str, suffix: str) -> str:
     protocol = pres.protocol
-    comp = compare(df, pres, table)
-    notes = ([f"configuration: {heading}"] if heading else []) + [
-        comp.summary(),
-        f"metric {comp.metric}; diff = ours - paper; ! = |diff| > 2 sd with sd = sqrt(std_ours^2 + "
+    comps = [compare(df, pres, table) for table in pres.spec.paper_tables]
+    notes = ([f"configuration: {heading}"] if heading else []) + [c.summary() for c in comps] + [
+        f"metric {comps[0].metric}; diff = ours - paper; ! = |diff| > 2 sd with sd = sqrt(std_ours^2 + "
         "std_paper^2) (floored at 0.0005, the published rounding); only the datasets and methods run "
         "are compared"]
     budgets = sorted(set(df.budget)) if "budget" in df.columns else []
@@ -251,22 +272,25 @@ def _comparison_body(df: pd.DataFrame, pres: Presentation, table: str, fmt: str,
         notes.append(f"ours ran at budget {', '.join(budgets)}, not the paper's settings: differences are "
                      "expected")
     names = pres.names(sorted(set(df.method)))
-    for method in comp.other_settings:
+    differ = {m: lines for c in comps for m, lines in c.settings_differ.items() if lines}
+    for method in sorted(differ):
         notes.append(f"{SETTINGS_MARK} {names[method]}: settings differ from those behind the published "
-                     f"numbers: {'; '.join(comp.settings_differ[method])}")
-    flagged = comp.cells[comp.cells["flags"] != ""] if len(comp.cells) else comp.cells
-    for r in flagged.itertuples():
-        notes.append(f"{FLAG_MARK} {_label(r.dataset, r.category, r.known_class, comp.by_known_class)}, "
-                     f"{names.get(r.method, r.method)}: includes flagged results: {r.flags}")
-    if comp.unmatched_datasets:
-        notes.append(f"no published numbers for: {', '.join(comp.unmatched_datasets)}")
-    if comp.cells.empty:
+                     f"numbers: {'; '.join(differ[method])}")
+    flagged = {(_label(r.dataset, r.category, r.known_class, c.by_known_class), r.method, r.flags)
+               for c in comps for r in c.cells.itertuples() if r.flags}
+    for where, method, flags in sorted(flagged):
+        notes.append(f"{FLAG_MARK} {where}, {names.get(method, method)}: includes flagged results: {flags}")
+    for c in comps:
+        if c.unmatched_datasets:
+            notes.append(f"no published numbers of {c.source} for: {', '.join(c.unmatched_datasets)}")
+    if all(c.cells.empty for c in comps):
         return notes_text(notes, fmt)
     if fmt == "csv":
-        cells = comp.cells.assign(settings_differ=comp.cells.method.map(
-            lambda m: "; ".join(comp.settings_differ.get(m, []))))
+        cells = pd.concat([c.cells.assign(source=c.source, settings_differ=c.cells.method.map(
+            lambda m, c=c: "; ".join(c.settings_differ.get(m, [])))) for c in comps], ignore_index=True)
         return (cells.assign(configuration=heading) if heading else cells).to_csv(index=False)
-    headers, body = comparison_rows(comp, names)
-    caption = (f"{protocol}: ours vs the paper's {comp.table}" + (f" [{heading}]" if heading else "")
+    headers, body = comparison_rows([c for c in comps if not c.cells.empty], names)
+    sources = ", ".join(c.source for c in comps if not c.cells.empty)
+    caption = (f"{protocol}: ours vs {sources}" + (f" [{heading}]" if heading else "")
                + f"; {budget_note(budgets)}")
     return render_grid(headers, body, fmt, notes, caption, f"tab:{protocol}-vs-paper{suffix}")

@@ -93,9 +93,10 @@ def _unique(items: list[Any]) -> list[Any]:
 
 
 def resolve_methods(spec: ProtocolSpec, req: RunRequest) -> list[str]:
-    if not req.methods or req.methods == ["all"]:
-        return _unique(spec.methods)
-    return _unique(req.methods)
+    """``--methods``: names, where ``all`` stands for the spec's methods (``all,dra,patchcore`` adds
+    two); none given: the spec's."""
+    names = req.methods or ["all"]
+    return _unique([m for name in names for m in (spec.methods if name == "all" else [name])])
 
 
 def resolve_budget(spec: ProtocolSpec, name: str | None, methods: list[str]) -> Budget:
