@@ -109,6 +109,20 @@ def test_report_imports_nothing_above_it():
         assert above == [], f"{module} imports (directly or through others) {above}"
 
 
+def test_the_report_reads_only_the_store():
+    """No report module imports the detector registry (or anything that does) or loads a protocol by
+    name: what a report shows comes from the results store (fsad_bench.store's self-description)."""
+    report = [m for m in GRAPH if m.startswith(REPORT + ".")]
+    for module in report:
+        reached = _closure(module)
+        assert "fsad_bench.detectors.registry" not in reached, module
+        assert "fsad_bench.upgrade" not in reached, module
+        names = {n.id if isinstance(n, ast.Name) else n.attr
+                 for n in ast.walk(ast.parse(MODULES[module].read_text()))
+                 if isinstance(n, (ast.Name, ast.Attribute))}
+        assert not names & {"load_protocol", "packaged_protocols", "load_detector"}, module
+
+
 def _imported_names(path: Path) -> set[str]:
     """Every module name ``path`` imports, inside or outside fsad_bench, at any level of the file."""
     out = set()
