@@ -1,5 +1,6 @@
 """The import graph of fsad_bench: no cycles (module-level and function-level imports alike), and the
-report package stands below the runner, the CLI and the benchmark; it names no built-in method."""
+report package stands below the runner, the CLI and the benchmark; it names no built-in method; the
+benchmark (``fsad-bench bench``) imports nothing from the methods package."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import fsad_bench
 
 ROOT = Path(fsad_bench.__file__).parent
+REFERENCE_SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reference_pipeline.py"
 REPORT = "fsad_bench.report"
 ABOVE_REPORT = ("fsad_bench.runner", "fsad_bench.cli", "fsad_bench.bench")
 BUILT_IN_METHODS = ("devnet", "flos", "kdad", "dsvdd", "deepsad", "minns")
@@ -114,3 +116,35 @@ def test_report_names_no_built_in_method():
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 hits = [m for m in BUILT_IN_METHODS if m in node.value.lower()]
                 assert not hits, f"{path.name}:{node.lineno} names {hits} in {node.value[:60]!r}"
+
+
+def imported_names(path: Path) -> set[str]:
+    """Every absolute module name a file imports anywhere (``import a.b``: a.b; ``from a.b import c``:
+    a.b and a.b.c), at the top level, in functions and under TYPE_CHECKING alike."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def _names_methods_package(name: str) -> bool:
+    return name == "fsad_methods" or name.startswith("fsad_methods.")
+
+
+def test_bench_imports_nothing_from_the_methods_package():
+    """``fsad-bench bench`` times any detector from its declarations: neither bench.py nor any
+    fsad_bench module it imports (directly or through others) imports fsad_methods, and bench.py names
+    no fsad_methods module in a string (importlib)."""
+    # the walk sees such an import where there is one: the reference script outside the core has one
+    assert "fsad_methods.training" in imported_names(REFERENCE_SCRIPT)
+    bench = "fsad_bench.bench"
+    assert {"fsad_bench.detectors.base", "fsad_bench.config"} <= _closure(bench)
+    for module in sorted({bench} | _closure(bench)):
+        hits = sorted(n for n in imported_names(MODULES[module]) if _names_methods_package(n))
+        assert hits == [], f"{module} (imported by {bench}) imports {hits}"
+    for node in ast.walk(ast.parse(MODULES[bench].read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            assert "fsad_methods" not in node.value, f"bench.py:{node.lineno} names {node.value[:60]!r}"
