@@ -1,11 +1,11 @@
-"""``fsad-bench bench``: training / evaluation throughput and peak memory of each method per budget,
-a method's pipeline against a reference pipeline that works like the authors' code, and (on CUDA)
-the fraction of the ResNet-18 roofline and the projected GPU-hours of Table 2.
+"""``fsad-bench bench``: training / evaluation throughput and peak memory of each method per budget
+through our pipeline, and (on CUDA) the fraction of the ResNet-18 roofline and the projected
+GPU-hours of Table 2; ``--grid`` also times the default grid.
 
 A benchmark prints figures; it asserts nothing (speed targets never live in tests). It names no
-method: what it times comes from each detector's declarations (``Detector.bench_phases``,
-``bench_step_overrides``, ``balanced_training``, ``bench_reference``), so a plugin gets the same
-figures as a built-in detector.
+method: what it times comes from each detector's optional declarations ``bench_phases`` and
+``bench_step_overrides`` (documented in one place, the :class:`~fsad_bench.detectors.base.Detector`
+docstring), so a plugin gets the same figures as a built-in detector.
 
 What is timed, per method (``measure_method``): the detector's own ``fit`` on a synthetic
 :class:`TrainSet` (``N_NORMAL`` normals + ``N_ANOMALY`` labelled anomalies, smooth textures, at the
@@ -25,17 +25,9 @@ Evaluation images/s: ``detector.score`` on ``eval_images`` images after a small 
 Peak memory: CUDA ``max_memory_allocated`` over fit + score; on CPU the growth of the process's
 resident set (RSS, sampled every 5 ms from ``/proc/self/statm``) over fit + score.
 
-The reference pipeline (``reference_throughput``, detectors that declare ``balanced_training``, i.e.
-that train with ``train_balanced``, the paper's method's loop) works like the authors' code at
-identical settings (image size, batch, backbone, network, loss, Adam, clipping, StepLR): the
-training images are written once as PNG files, a torch ``Dataset`` opens each file with PIL and
-applies Resize, RandomRotation(180), ToTensor, Normalize at every access, a ``DataLoader`` draws the
-authors' balanced batches (half normals, half anomalies, endless shuffled streams) with
-``num_workers`` processes and a fresh iterator (so fresh workers) every epoch of the budget's
-``steps_per_epoch``. ``num_workers``: the authors' value is not known to us; we use 4 (the usual
-default of such scripts) capped at the CPU count, so the reference never oversubscribes the cores.
-The files are written at the training size by default (``ref_file_size``), which favours the
-reference: the authors decode full-size originals (MVTec AD: 700-1024 px) before resizing.
+The comparison with a pipeline that works like the authors' code (PNG files, PIL, a DataLoader) is
+not part of the core: ``benchmarks/reference_pipeline.py`` runs it, with this module's instruments
+(:class:`StepClock`, :class:`MemoryProbe`, :func:`measure_method`, ...) for our side.
 """
 
 from __future__ import annotations
@@ -48,25 +40,21 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from tabulate import tabulate
-from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from fsad_bench.budgets import Budget
 from fsad_bench.config import ResolvedMethod, resolve_method_config
-from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
+from fsad_bench.detectors.base import BenchPhase, TrainSet, TrainShape
 from fsad_bench.errors import UserError
 from fsad_bench.protocol import ProtocolSpec, load_protocol
 from fsad_bench.runner.generator import resolve_budget
-from fsad_methods.training import IMAGENET_MEAN, IMAGENET_STD, BalancedBatches, seed_everything
 
 #: Synthetic training set of every measurement: 192 is a multiple of every budget's batch (8..64, 48).
 N_NORMAL = 192
@@ -92,7 +80,8 @@ def resolve_bench_device(device: str) -> str:
     return first
 
 
-def _sync(device: str) -> None:
+def sync(device: str) -> None:
+    """Wait for the device's queued work (CUDA); nothing on a CPU."""
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
 
@@ -116,7 +105,7 @@ class StepClock:
         self._handle: Any = None
 
     def _hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        _sync(self.device)
+        sync(self.device)
         self.stamps.setdefault(optimizer, []).append(time.perf_counter())
 
     def __enter__(self) -> StepClock:
@@ -214,7 +203,8 @@ class MemoryProbe:
 
 def texture_images(n: int, size: int, seed: int = 0) -> np.ndarray:
     """uint8 (n, size, size, 3) smooth textures (coarse noise upsampled + fine noise): photo-like
-    PNG sizes, unlike white noise, which would make the reference's PNG decoding unfairly slow."""
+    PNG sizes, unlike white noise, which would make decoding them as PNG files (the reference
+    pipeline of ``benchmarks/reference_pipeline.py``) unfairly slow."""
     rng = np.random.default_rng(seed)
     cell = max(size // 8, 1)
     coarse = rng.normal(110, 20, (n, -(-size // cell), -(-size // cell), 3))
@@ -235,16 +225,13 @@ class BenchSettings:
     eval_images: int = 128
     amp_bf16: bool = False
     channels_last: bool = False
-    reference: list[str] | None = None    # None = the measured methods whose detector sets bench_reference
-    ref_workers: int | None = None
-    ref_file_size: int | None = None
     repeats: int = 1
     protocol: str = "q1"
 
 
 @dataclass
 class BenchRow:
-    """One line of the table: a method's pipeline (ours or reference) at a budget on a device."""
+    """One line of the table: a method's pipeline at a budget on a device."""
 
     method: str
     budget: str
@@ -261,15 +248,12 @@ class BenchRow:
     mem_kind: str
     s_per_step: float | None              # None: the whole fit was timed (no declared phases)
     cell_min: float | None = None
-    train_ratio: float | None = None
-    eval_ratio: float | None = None
     roofline: float | str | None = None
     note: str = ""
     phases: list[dict[str, Any]] = field(default_factory=list)
     train_flops_s: float | None = None    # from the declared FLOPs per image; None = not declared
 
     def table(self) -> dict[str, Any]:
-        ratio = "" if self.train_ratio is None else f"{self.train_ratio:.2f}x / {self.eval_ratio:.2f}x"
         roof = self.roofline if isinstance(self.roofline, str) or self.roofline is None \
             else f"{100 * self.roofline:.1f}%"
         return {"method": self.method, "budget": self.budget, "pipeline": self.pipeline,
@@ -279,7 +263,7 @@ class BenchRow:
                 "peak MiB": self.peak_mem_mb, "memory": self.mem_kind,
                 "s/step": "" if self.s_per_step is None else self.s_per_step,
                 "cell min": "" if self.cell_min is None else self.cell_min,
-                "ours/ref train / eval": ratio, "roofline": "" if roof is None else roof}
+                "roofline": "" if roof is None else roof}
 
 
 SPEED_OPTIONS = ("amp_bf16", "channels_last")
@@ -303,12 +287,8 @@ def has_speed_options(resolved: ResolvedMethod) -> bool:
     return set(SPEED_OPTIONS) <= set(resolved.params)
 
 
-def declares_reference(cls: type[Detector]) -> bool:
-    """Whether the detector declares that it trains with ``train_balanced`` (``balanced_training``)."""
-    return cls.balanced_training is not Detector.balanced_training
-
-
-def _train_set(size: int, device: str) -> TrainSet:
+def synthetic_train_set(size: int, device: str) -> TrainSet:
+    """The training set of every measurement: ``N_NORMAL`` normals + ``N_ANOMALY`` anomalies."""
     images = texture_images(N_NORMAL + N_ANOMALY, size)
     labels = np.r_[np.zeros(N_NORMAL, int), np.ones(N_ANOMALY, int)]
     return TrainSet(images, labels, seed=0, device=device)
@@ -316,10 +296,10 @@ def _train_set(size: int, device: str) -> TrainSet:
 
 def _eval_rate(score: Any, images: np.ndarray, device: str) -> float:
     score(images[: min(8, len(images))])  # warm-up (allocator, cuDNN autotuning)
-    _sync(device)
+    sync(device)
     t0 = time.perf_counter()
     score(images)
-    _sync(device)
+    sync(device)
     return len(images) / (time.perf_counter() - t0)
 
 
@@ -338,7 +318,7 @@ def measure_method(resolved: ResolvedMethod, budget_name: str, s: BenchSettings,
     timed = resolved.with_params(cls.bench_step_overrides(resolved.config, s.warmup + s.steps, shape))
     declared = cls.bench_phases(timed.config, shape) or []
     speed = has_speed_options(resolved)
-    train = _train_set(size, device)
+    train = synthetic_train_set(size, device)
     eval_images = texture_images(s.eval_images, size, seed=1)
     det = timed.detector()
     with MemoryProbe(device) as mem:
@@ -385,14 +365,14 @@ WHOLE_FIT_NOTE = ("whole fit: the detector declares no bench_phases; train img/s
 def measure_whole_fit(resolved: ResolvedMethod, budget_name: str, s: BenchSettings, device: str) -> BenchRow:
     """A detector without a bench declaration: its whole ``fit`` at the budget's settings, timed."""
     speed = has_speed_options(resolved)
-    train = _train_set(resolved.img_size, device)
+    train = synthetic_train_set(resolved.img_size, device)
     eval_images = texture_images(s.eval_images, resolved.img_size, seed=1)
     det = resolved.detector()
     with MemoryProbe(device) as mem:
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         det.fit(train)
-        _sync(device)
+        sync(device)
         fit_s = time.perf_counter() - t0
         eval_rate = _eval_rate(det.score, eval_images, device)
     return BenchRow(method=resolved.method, budget=budget_name, pipeline="ours (whole fit)", device=device,
@@ -401,143 +381,6 @@ def measure_whole_fit(resolved: ResolvedMethod, budget_name: str, s: BenchSettin
                     train_img_s=len(train.images) / fit_s, eval_img_s=eval_rate, peak_mem_mb=mem.peak_mb,
                     mem_kind=mem.kind, s_per_step=None, note=WHOLE_FIT_NOTE,
                     phases=[{"name": "whole fit", "seconds": fit_s, "images": len(train.images)}])
-
-
-# ------------------------------------------------------------------ the authors'-style reference
-
-
-class FileDataset(torch.utils.data.Dataset):
-    """The authors' dataset: open the file with PIL and transform it at every access."""
-
-    def __init__(self, files: list[str], labels: np.ndarray, size: int, rotation: float) -> None:
-        from torchvision import transforms
-
-        self.files, self.labels = files, labels
-        steps: list[Any] = [transforms.Resize((size, size))]
-        if rotation > 0:
-            steps.append(transforms.RandomRotation(rotation))
-        steps += [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-        self.transform = transforms.Compose(steps)
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        image = Image.open(self.files[i]).convert("RGB")
-        return self.transform(image), int(self.labels[i])
-
-
-class BalancedEpochSampler(torch.utils.data.Sampler):
-    """The authors' balanced batch sampler: ``steps_per_epoch`` batches of half normals, half
-    anomalies per epoch, drawn from endless shuffled streams of each class."""
-
-    def __init__(self, labels: np.ndarray, batch_size: int, steps_per_epoch: int, seed: int = 0) -> None:
-        self.batches = BalancedBatches(labels, batch_size, seed)
-        self.steps_per_epoch = steps_per_epoch
-
-    def __len__(self) -> int:
-        return self.steps_per_epoch
-
-    def __iter__(self) -> Iterator[list[int]]:
-        for _ in range(self.steps_per_epoch):
-            yield self.batches.next().tolist()
-
-
-def default_ref_workers() -> int:
-    return max(1, min(4, os.cpu_count() or 1))
-
-
-def reference_throughput(resolved: ResolvedMethod, budget_name: str, s: BenchSettings, device: str,
-                         folder: Path) -> BenchRow:
-    """The authors'-style pipeline for a detector that declares ``balanced_training`` (``train_balanced``)
-    at its budget's settings (fp32, NCHW): the same network, loss and schedule ``fit`` trains."""
-    size = resolved.img_size
-    seed_everything(0)
-    parts = resolved.detector().balanced_training(device, seed=0)
-    if parts is None:
-        raise BenchDeclarationError(f"no reference pipeline for {resolved.method}: its balanced_training "
-                                    "returned None (the reference trains what train_balanced trains)")
-    c = parts.schedule
-    workers = s.ref_workers if s.ref_workers is not None else default_ref_workers()
-    file_size = s.ref_file_size or size
-    train = _train_set(file_size, "cpu")
-    files = []
-    for i, img in enumerate(train.images):  # written once, decoded at every access
-        files.append(str(folder / f"{i:04d}.png"))
-        Image.fromarray(img).save(files[-1])
-    eval_files = []
-    for i, img in enumerate(texture_images(s.eval_images, file_size, seed=1)):
-        eval_files.append(str(folder / f"test{i:04d}.png"))
-        Image.fromarray(img).save(eval_files[-1])
-
-    model = parts.model
-    opt = torch.optim.Adam(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
-    lr_sched = torch.optim.lr_scheduler.StepLR(opt, step_size=c.lr_step_epochs, gamma=c.lr_gamma)
-    cuda = device.startswith("cuda")
-    loader = torch.utils.data.DataLoader(
-        FileDataset(files, train.labels, size, c.rotation), num_workers=workers, pin_memory=cuda,
-        batch_sampler=BalancedEpochSampler(train.labels, c.batch_size, c.steps_per_epoch))
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        loss = parts.loss(model(x.to(device, non_blocking=True)), y.to(device))
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-        opt.step()
-        loss.item()
-
-    model.train()
-    with MemoryProbe(device) as mem:
-        done = 0
-        for x, y in loader:  # warm-up steps, on their own iterator (its worker start is not timed)
-            step(x, y)
-            done += 1
-            if done >= s.warmup:
-                break
-        first: list[float] = []   # first step of an epoch: worker start + an empty prefetch queue
-        steady: list[float] = []
-        done = 0
-        while done < s.steps:
-            _sync(device)
-            t0 = time.perf_counter()
-            for i, (x, y) in enumerate(loader):  # a fresh iterator per epoch: workers restart, as theirs
-                step(x, y)
-                _sync(device)
-                t1 = time.perf_counter()
-                (first if i == 0 else steady).append(t1 - t0)
-                t0 = t1
-                done += 1
-                if done >= s.steps:
-                    break
-            lr_sched.step()
-        # A budget epoch is one first step and steps_per_epoch - 1 steady ones. Timing only a few
-        # steps must not charge the worker start to fewer steps than the authors' epoch has.
-        # medians, as for our pipeline (StepClock.phases)
-        steady_s = float(np.median(steady)) if steady else float(np.median(first))
-        epoch_s = float(np.median(first)) + (c.steps_per_epoch - 1) * steady_s
-        step_s = epoch_s / c.steps_per_epoch
-
-        net = parts.network.eval()
-        eval_loader = torch.utils.data.DataLoader(
-            FileDataset(eval_files, np.zeros(len(eval_files), int), size, 0.0),
-            batch_size=parts.eval_batch_size, shuffle=False, num_workers=workers, pin_memory=cuda)
-        with torch.no_grad():
-            net(torch.zeros(2, 3, size, size, device=device))  # warm-up of the model, not the loader
-            _sync(device)
-            t0 = time.perf_counter()
-            for x, _ in eval_loader:
-                net(x.to(device, non_blocking=True)).float().cpu()
-            _sync(device)
-            eval_s = time.perf_counter() - t0
-    return BenchRow(method=resolved.method, budget=budget_name, pipeline=f"reference ({workers} workers)",
-                    device=device, img=size, backbone=str(resolved.params.get("backbone", "-")),
-                    batch=str(c.batch_size), bf16=False, channels_last=False,
-                    train_img_s=c.batch_size / step_s,
-                    eval_img_s=len(eval_files) / eval_s, peak_mem_mb=mem.peak_mb,
-                    mem_kind=mem.kind + (" (main process)" if not cuda else ""), s_per_step=step_s,
-                    note=f"reference: PNG files of {file_size} px",
-                    phases=[{"first_step_s": float(np.median(first)), "steady_step_s": steady_s,
-                             "steps_per_epoch": c.steps_per_epoch, "timed_steps": done}])
 
 
 # ------------------------------------------------------------------------------ GPU roofline
@@ -555,11 +398,11 @@ def measured_peak_flops(device: str, dtype: str) -> float:
         b = torch.randn(n, n, device=device, dtype=dt)
         for _ in range(3):
             a @ b
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         for _ in range(iters):
             a @ b
-        _sync(device)
+        sync(device)
         return 2 * n**3 * iters / (time.perf_counter() - t0)
     finally:
         torch.backends.cuda.matmul.allow_tf32 = old
@@ -588,12 +431,27 @@ def project_table2_hours(rows: list[BenchRow], methods: list[str], n_seeds: int)
 # ------------------------------------------------------------------------------ the command
 
 
-def _median_row(rows: list[BenchRow]) -> BenchRow:
+def median_row(rows: list[BenchRow]) -> BenchRow:
     """The repeat with the median training throughput, its evaluation rate replaced by the median
     over the repeats (the two are measured separately), its peak memory by the largest."""
     row = sorted(rows, key=lambda r: r.train_img_s)[len(rows) // 2]
     return dataclasses.replace(row, eval_img_s=float(np.median([r.eval_img_s for r in rows])),
                                peak_mem_mb=max(r.peak_mem_mb for r in rows))
+
+
+def add_roofline(row: BenchRow, device: str, peaks: dict[str, tuple[float, str]]) -> None:
+    """On CUDA: the row's training FLOP/s over the device's peak (measured once per dtype and kept in
+    ``peaks``), or why there is none; on a CPU ``n/a (CPU)``."""
+    if not device.startswith("cuda"):
+        row.roofline = NA_CPU
+        return
+    dtype = "bf16" if row.bf16 else "tf32"
+    if row.train_flops_s is None:
+        row.roofline = "n/a (FLOPs not declared)"
+        return
+    peaks.setdefault(dtype, peak_flops(device, dtype))
+    row.roofline = row.train_flops_s / peaks[dtype][0]
+    row.note = (row.note + f" roofline: {peaks[dtype][1]}").strip()
 
 
 @dataclass
@@ -605,7 +463,6 @@ class BenchPlan:
     methods: list[str]
     budgets: list[Budget]                               # resolved once for the run
     ours: dict[tuple[str, str], ResolvedMethod]         # (budget, method) -> with bench's speed options
-    reference: dict[tuple[str, str], ResolvedMethod]    # (budget, method) -> fp32 NCHW, for the reference
     errors: list[str] = field(default_factory=list)     # methods refused for a wrong bench declaration
 
 
@@ -617,58 +474,25 @@ def plan_bench(s: BenchSettings) -> BenchPlan:
     budgets = [resolve_budget(spec, b, methods) for b in s.budgets]
     ours = {(b.name, m): resolve_for_bench(b, m, s.amp_bf16, s.channels_last)
             for b in budgets for m in methods}
-    classes = {m: ours[budgets[0].name, m].cls for m in methods}
-    reference = [m for m in methods if classes[m].bench_reference] if s.reference is None else s.reference
-    for m in reference:
-        if m not in methods:
-            raise UserError(f"--reference {m}: not among the measured --methods")
-        if not declares_reference(classes[m]):
-            raise UserError(f"--reference {m}: no reference pipeline for it; its detector declares no "
-                            "balanced_training (the reference trains what train_balanced trains)")
-    return BenchPlan(spec, methods, budgets, ours,
-                     {(b.name, m): resolve_for_bench(b, m) for b in budgets for m in reference})
+    return BenchPlan(spec, methods, budgets, ours)
 
 
 def bench_rows(s: BenchSettings, device: str, plan: BenchPlan | None = None) -> list[BenchRow]:
     plan = plan or plan_bench(s)
     rows: list[BenchRow] = []
-    cuda = device.startswith("cuda")
     peaks: dict[str, tuple[float, str]] = {}
     for budget in plan.budgets:
         for method in plan.methods:
-            key = (budget.name, method)
-            # ours and the reference alternate within each repeat and the ratio is the median of the
-            # per-repeat ratios: on a shared machine the speed drifts between minutes, and timing
-            # all of one pipeline and then all of the other would put the drift into the ratio
-            pairs = []
             try:
-                with tempfile.TemporaryDirectory() as tmp:
-                    for _ in range(s.repeats):
-                        mine = measure_method(plan.ours[key], budget.name, s, device)
-                        theirs = (reference_throughput(plan.reference[key], budget.name, s, device, Path(tmp))
-                                  if key in plan.reference else None)
-                        pairs.append((mine, theirs))
+                repeats = [measure_method(plan.ours[budget.name, method], budget.name, s, device)
+                           for _ in range(s.repeats)]
             except BenchDeclarationError as exc:
                 print(f"  not measured: {exc}", file=sys.stderr)
                 plan.errors.append(str(exc))
                 continue
-            ours = _median_row([m for m, _ in pairs])
-            if cuda:
-                dtype = "bf16" if ours.bf16 else "tf32"
-                if ours.train_flops_s is not None:
-                    peaks.setdefault(dtype, peak_flops(device, dtype))
-                    ours.roofline = ours.train_flops_s / peaks[dtype][0]
-                    ours.note = (ours.note + f" roofline: {peaks[dtype][1]}").strip()
-                else:
-                    ours.roofline = "n/a (FLOPs not declared)"
-            else:
-                ours.roofline = NA_CPU
+            ours = median_row(repeats)
+            add_roofline(ours, device, peaks)
             rows.append(ours)
-            if key in plan.reference:
-                ref = _median_row([r for _, r in pairs])
-                ours.train_ratio = float(np.median([m.train_img_s / r.train_img_s for m, r in pairs]))
-                ours.eval_ratio = float(np.median([m.eval_img_s / r.eval_img_s for m, r in pairs]))
-                rows.append(ref)
             print(f"  measured {method} @ {budget.name}: {ours.train_img_s:.1f} train img/s", file=sys.stderr)
     return rows
 
@@ -692,24 +516,38 @@ CPU_BF16 = ("bf16 autocast is benchmarked on CUDA only: on CPUs oneDNN's bfloat1
             "finite inputs in our tests; drop --amp-bf16 (--channels-last is fine on a CPU)")
 
 
-def run_bench(s: BenchSettings, grid: bool = False, json_path: Path | None = None) -> list[BenchRow]:
-    """Measure, print the table (and the GPU projections on CUDA), optionally write JSON."""
-    device = resolve_bench_device(s.device)
+def check_settings(s: BenchSettings, device: str) -> None:
+    """Refuse settings that cannot be measured, before anything is resolved or timed."""
     if s.steps < 1 or s.warmup < 0 or s.repeats < 1 or s.eval_images < 1:
         raise UserError("bench needs --steps >= 1, --warmup >= 0, --repeats >= 1, --eval-images >= 1")
     if s.amp_bf16 and not device.startswith("cuda"):
         raise UserError(f"--amp-bf16 on {device}: {CPU_BF16}")
-    plan = plan_bench(s)
+
+
+def bench_header(s: BenchSettings, device: str) -> str:
+    """torch version, threads, device and what is timed: the first line of the output."""
     hw = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"{os.cpu_count()} CPUs"
-    header = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device} ({hw}); "
-              f"{s.steps} timed steps after {s.warmup} warm-up, {s.eval_images} eval images, "
-              f"median of {s.repeats} repeat(s)")
+    return (f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device} ({hw}); "
+            f"{s.steps} timed steps after {s.warmup} warm-up, {s.eval_images} eval images, "
+            f"median of {s.repeats} repeat(s)")
+
+
+def print_rows(rows: list[BenchRow]) -> None:
+    """The table and, under it, each distinct note once."""
+    print(tabulate([r.table() for r in rows], headers="keys", floatfmt=".2f", tablefmt="github"))
+    for n in sorted({r.note for r in rows if r.note}):
+        print(f"note: {n}")
+
+
+def run_bench(s: BenchSettings, grid: bool = False, json_path: Path | None = None) -> list[BenchRow]:
+    """Measure, print the table (and the GPU projections on CUDA), optionally write JSON."""
+    device = resolve_bench_device(s.device)
+    check_settings(s, device)
+    plan = plan_bench(s)
+    header = bench_header(s, device)
     print(header)
     rows = bench_rows(s, device, plan)
-    print(tabulate([r.table() for r in rows], headers="keys", floatfmt=".2f", tablefmt="github"))
-    notes = sorted({r.note for r in rows if r.note})
-    for n in notes:
-        print(f"note: {n}")
+    print_rows(rows)
     extra: dict[str, Any] = {}
     if device.startswith("cuda"):
         n_seeds = len(plan.spec.seeds)

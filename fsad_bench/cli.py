@@ -98,8 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="detectors, protocols and datasets")
     ls.add_argument("--data-root", type=Path, default=None)
 
-    b = sub.add_parser("bench", help="training/evaluation throughput and memory per method, vs the "
-                       "authors'-style pipeline; the default grid's wall time")
+    b = sub.add_parser("bench", help="training/evaluation throughput and memory per method; the default "
+                       "grid's wall time")
     b.add_argument("--methods", type=_csv_list, default=None,
                    help="comma-separated names or package.module:Class paths (default: the protocol's)")
     b.add_argument("--protocol", default="q1",
@@ -112,14 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--device", default="auto")
     b.add_argument("--amp-bf16", action="store_true", help="bf16 autocast (methods with the option)")
     b.add_argument("--channels-last", action="store_true", help="channels_last (methods with the option)")
-    b.add_argument("--reference", type=_csv_list, default=None,
-                   help="methods also timed with the authors'-style PIL/DataLoader pipeline "
-                   "(detectors trained by train_balanced; default: those whose detector asks "
-                   "for it; 'none' for none)")
-    b.add_argument("--ref-workers", type=int, default=None,
-                   help="reference DataLoader workers (default min(4, CPU count))")
-    b.add_argument("--ref-file-size", type=int, default=None,
-                   help="side of the reference's PNG files (default: the training size)")
     b.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")
     b.add_argument("--grid", action="store_true",
                    help="also time 'fsad-bench run --protocol P --methods all' in a temporary folder")
@@ -265,12 +257,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from fsad_bench.bench import BenchSettings, run_bench
 
-    reference = None if args.reference is None else [] if args.reference == ["none"] else args.reference
     settings = BenchSettings(methods=args.methods, budgets=args.budgets, steps=args.steps, warmup=args.warmup,
                              device=args.device, eval_images=args.eval_images, amp_bf16=args.amp_bf16,
-                             channels_last=args.channels_last, reference=reference,
-                             ref_workers=args.ref_workers, ref_file_size=args.ref_file_size,
-                             repeats=args.repeats, protocol=args.protocol)
+                             channels_last=args.channels_last, repeats=args.repeats, protocol=args.protocol)
     run_bench(settings, args.grid, args.json)
     return 0
 

@@ -263,7 +263,8 @@ class DevNet(Detector):
     }
     seconds_per_cell = {"smoke": 0.29, "quick": 4.63}
     Config = DevNetConfig
-    #: the authors' code fed DevNet through a PIL/DataLoader pipeline: bench compares against it
+    #: the authors' code fed DevNet through a PIL/DataLoader pipeline: benchmarks/reference_pipeline.py
+    #: compares it with that pipeline by default (a plain attribute that script reads, not core contract)
     bench_reference = True
 
     @classmethod
@@ -286,7 +287,8 @@ class DevNet(Detector):
 
     def balanced_training(self, device: str, seed: int) -> BalancedTraining:
         """The network (built on ``device``), its training view, the variant's loss with its reference
-        generator seeded from ``seed`` and the schedule: what ``fit`` trains, and bench's reference."""
+        generator seeded from ``seed`` and the schedule: what ``fit`` trains, and what the reference
+        pipeline of ``benchmarks/reference_pipeline.py`` trains."""
         c = self.config
         self.device = device
         self.network = self.build_network().to(device)

@@ -135,7 +135,8 @@ class FLOS(DevNet):
     }
     seconds_per_cell = {"smoke": 0.29, "quick": 5.16}
     Config = FLOSConfig
-    #: the reference pipeline is the authors' DevNet code (``--reference flos`` still times FLOS through it)
+    #: the reference pipeline is the authors' DevNet code (``benchmarks/reference_pipeline.py --methods
+    #: flos`` still times FLOS through it)
     bench_reference = False
 
     def build_network(self) -> nn.Module:

@@ -203,7 +203,7 @@ class MINNS(Detector):
 
     def balanced_training(self, device: str, seed: int) -> BalancedTraining:
         """The network built on ``device`` (it outputs the bag logits the loss takes) and DevNet's
-        schedule: what ``fit`` trains, and bench's reference pipeline."""
+        schedule: what ``fit`` trains, and what ``benchmarks/reference_pipeline.py``'s reference trains."""
         self.device = device
         self.network = self.build_network().to(device)
         return BalancedTraining(self.network, ImageScore(self.network, self.config.score), self.loss,

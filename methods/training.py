@@ -146,7 +146,7 @@ class SpeedOptions:
 
 @dataclass
 class BalancedTraining:
-    """What :func:`train_balanced` trains for a detector (``Detector.balanced_training``).
+    """What :func:`train_balanced` trains for a detector (its ``balanced_training``, e.g. DevNet's).
 
     model:           the module whose output ``loss`` takes (e.g. DevNet's training view of its network).
     network:         the scoring network: ``network(x)`` is the image score (B,), used for evaluation.

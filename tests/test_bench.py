@@ -1,8 +1,8 @@
-"""``fsad-bench bench``: it runs every q1 method and the reference pipeline at the smoke budget,
-prints the table and writes JSON; a detector from outside the package gets the same figures from its
-own declaration (or, declaring nothing, its whole fit timed); the step accounting comes from each
-detector's declaration and is checked against the steps fit runs. No speed is asserted (noisy
-shared cores)."""
+"""``fsad-bench bench``: it runs every q1 method at the smoke budget, prints the table and writes JSON;
+a detector from outside the package gets the same figures from its own declaration (or, declaring
+nothing, its whole fit timed); the step accounting comes from each detector's declaration and is
+checked against the steps fit runs. No speed is asserted (noisy shared cores). The comparison with
+the authors'-style reference pipeline is benchmarks/reference_pipeline.py (test_reference_pipeline.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from fsad_bench.budgets import BUDGETS
 from fsad_bench.cli import main
 from fsad_bench.config import resolve_method_config
 from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
-from fsad_bench.detectors.registry import load_detector
 from fsad_bench.errors import UserError
 from fsad_bench.protocol import load_protocol
 
@@ -127,23 +126,24 @@ def test_a_declaration_that_differs_from_what_fit_runs_is_refused_and_the_others
     assert "test_bench:Paired" in captured.out  # the table of what was measured is printed
 
 
-def test_bench_command_all_methods_with_reference_and_json(tmp_path, capsys):
+def test_bench_command_all_methods_and_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = main(["bench", "--budgets", "smoke", "--steps", "2", "--eval-images", "8", "--device", "cpu",
-                 "--ref-workers", "0", "--json", str(out)])
+                 "--json", str(out)])
     assert code == 0
     text = capsys.readouterr().out
-    assert "train img/s" in text and "reference (0 workers)" in text and bench.NA_CPU in text
+    assert "train img/s" in text and bench.NA_CPU in text
+    assert "reference" not in text and "ours/ref" not in text  # that is benchmarks/reference_pipeline.py
     data = json.loads(out.read_text())
     rows = data["rows"]
-    # the protocol's methods, and the reference for those whose detector asks for it (DevNet)
-    assert [r["method"] for r in rows] == Q1.methods + ["devnet"]
-    assert [r["pipeline"] for r in rows][-2:] == ["ours", "reference (0 workers)"]
+    # the protocol's methods, our pipeline only
+    assert [r["method"] for r in rows] == Q1.methods
+    assert {r["pipeline"] for r in rows} == {"ours"}
     for r in rows:
         assert r["train_img_s"] > 0 and r["eval_img_s"] > 0 and math.isfinite(r["peak_mem_mb"])
         assert r["mem_kind"].startswith("CPU RSS growth")
     ours = {r["method"]: r for r in rows if r["pipeline"] == "ours"}
-    assert ours["devnet"]["train_ratio"] > 0 and ours["devnet"]["roofline"] == bench.NA_CPU
+    assert ours["devnet"]["roofline"] == bench.NA_CPU
     # autoencoder, then one-class; 1 warm-up + 2 timed steps each
     dsvdd = [(p["name"], p["steps"]) for p in ours["dsvdd"]["phases"]]
     assert dsvdd == [("autoencoder", 2), ("one-class", 2)]
@@ -152,7 +152,7 @@ def test_bench_command_all_methods_with_reference_and_json(tmp_path, capsys):
 
 def test_bench_speed_options_are_applied_where_a_method_has_them(tmp_path):
     s = bench.BenchSettings(methods=["devnet", "kdad"], budgets=["smoke"], steps=1, eval_images=4,
-                            device="cpu", channels_last=True, reference=[])
+                            device="cpu", channels_last=True)
     rows = bench.run_bench(s)
     assert rows[0].channels_last and not rows[0].bf16
     assert not rows[1].channels_last and rows[1].note == "no bf16/channels_last option"
@@ -164,10 +164,6 @@ def test_bench_speed_options_are_applied_where_a_method_has_them(tmp_path):
 def test_bench_rejects_bad_settings_before_measuring_anything(capsys):
     with pytest.raises(UserError, match="steps"):
         bench.run_bench(bench.BenchSettings(steps=0, device="cpu"))
-    with pytest.raises(UserError, match="--reference devnet: not among the measured"):
-        bench.run_bench(bench.BenchSettings(methods=["kdad"], reference=["devnet"], device="cpu"))
-    with pytest.raises(UserError, match="--reference kdad: no reference pipeline.*balanced_training"):
-        bench.run_bench(bench.BenchSettings(methods=["kdad"], reference=["kdad"], device="cpu"))
     # a bad budget, method or hyper-parameter further down the list stops the run before the first fit
     with pytest.raises(UserError, match="unknown budget 'nope'"):
         bench.run_bench(bench.BenchSettings(methods=["kdad"], budgets=["smoke", "nope"], device="cpu"))
@@ -259,7 +255,7 @@ def test_training_flops_formula_and_table2_projection():
 def test_roofline_is_the_declared_flops_rate_over_the_device_peak(monkeypatch):
     row = bench.BenchRow("devnet", "paper", "ours", "cuda", 448, "resnet18", "48", False, False, 2.0, 1.0,
                          0.0, "", 1.0, cell_min=1.0, train_flops_s=5e12)
-    s = bench.BenchSettings(methods=["devnet", "kdad"], budgets=["paper"], reference=[])
+    s = bench.BenchSettings(methods=["devnet", "kdad"], budgets=["paper"])
     measured = {"devnet": row, "kdad": dataclasses.replace(row, method="kdad", train_flops_s=None)}
     monkeypatch.setattr(bench, "measure_method", lambda resolved, *args: measured[resolved.method])
     monkeypatch.setattr(bench, "peak_flops", lambda device, dtype: (1e14, f"measured {dtype} matmul"))
@@ -268,24 +264,12 @@ def test_roofline_is_the_declared_flops_rate_over_the_device_peak(monkeypatch):
     assert rows[1].roofline == "n/a (FLOPs not declared)"
 
 
-def test_reference_pipeline_parts_work_like_the_authors():
-    labels = np.r_[np.zeros(30, int), np.ones(4, int)]
-    sampler = bench.BalancedEpochSampler(labels, 8, steps_per_epoch=5)
-    batches = list(sampler)
-    assert len(batches) == len(sampler) == 5 and len(list(sampler)) == 5  # fresh epoch each iteration
-    assert all(sum(labels[i] for i in b) == 4 and len(b) == 8 for b in batches)
-    assert load_detector("devnet").Config().rotation == 180.0  # the reference's RandomRotation(180)
-
-
-def test_reference_file_dataset_decodes_and_normalises(tmp_path):
-    from PIL import Image
-
-    img = bench.texture_images(1, 40)[0]
-    Image.fromarray(img).save(tmp_path / "a.png")
-    ds = bench.FileDataset([str(tmp_path / "a.png")], np.zeros(1, int), 32, rotation=0.0)
-    x, y = ds[0]
-    assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y == 0
-    assert -2.2 < float(x.min()) and float(x.max()) < 2.7  # ImageNet-normalised
+@pytest.mark.parametrize("option", ["--reference", "--ref-workers", "--ref-file-size"])
+def test_bench_has_no_reference_pipeline_options(option, capsys):
+    """The authors'-style reference is benchmarks/reference_pipeline.py, outside the core."""
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", option, "1"])
+    assert exc.value.code == 2 and f"unrecognized arguments: {option}" in capsys.readouterr().err
 
 
 def test_bench_config_and_testing_name_no_built_in_method_and_touch_no_private_attribute():

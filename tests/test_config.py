@@ -54,7 +54,7 @@ def test_the_grid_and_bench_use_the_same_resolution(data_root):
     for cell in cells:
         r = resolve_method_config(budget, cell.method, None, {"epochs": "2"})
         assert (cell.img_size, cell.params) == (r.img_size, r.params)
-    plan = bench.plan_bench(bench.BenchSettings(methods=["devnet", "kdad"], budgets=["quick"], reference=[]))
+    plan = bench.plan_bench(bench.BenchSettings(methods=["devnet", "kdad"], budgets=["quick"]))
     for method in ("devnet", "kdad"):
         ours = plan.ours["quick", method]
         run = resolve_method_config(budget, method, "none")  # bench: weights none, nothing downloaded

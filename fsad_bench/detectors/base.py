@@ -107,6 +107,28 @@ class Detector(ABC):
 
     Subclasses set ``Config`` to a dataclass whose fields are the hyper-parameters with their
     defaults, and implement ``fit`` and ``score`` (higher score = more anomalous).
+
+    **What ``fsad-bench bench`` needs (optional; the defaults work for any detector).** ``bench``
+    times the detector's own ``fit`` on a synthetic training set and its ``score``, and counts every
+    ``optimizer.step()`` during ``fit`` through torch's global step hook. Two class methods say what
+    it is timing:
+
+    * :meth:`bench_phases` ``(config, shape)``: the optimiser phases of ``fit`` with ``config`` on a
+      training set of ``shape`` (:class:`TrainShape`), in the order they run, as :class:`BenchPhase`
+      (steps, images per step, optionally FLOPs per image for the GPU roofline). ``bench`` refuses a
+      declaration whose phases or step counts differ from the steps ``fit`` ran (that method gets no
+      figures, the others are still measured); :func:`fsad_bench.testing.check_detector` checks the
+      same. Images per step, s/step and the projected cell time come from it.
+    * :meth:`bench_step_overrides` ``(config, n_steps, shape)``: hyper-parameter changes after which
+      every phase runs about ``n_steps`` steps (``bench`` times a few steps, not a whole budget); the
+      exact counts are whatever ``bench_phases`` gives for the changed config.
+
+    Undeclared (``bench_phases`` returns None, the default): ``bench`` times the whole ``fit`` at the
+    budget's settings, set-up included, and reports training images per second of fit (pipeline
+    ``ours (whole fit)``), with no s/step and no projected cell time. ``bench_step_overrides``
+    undeclared (``{}``): nothing is shortened, so the declared phases run their budget's step counts.
+    Config fields named ``amp_bf16`` and ``channels_last`` receive ``bench --amp-bf16 /
+    --channels-last``.
     """
 
     name: ClassVar[str] = ""
@@ -177,37 +199,19 @@ class Detector(ABC):
             return [config.backbone]
         return []
 
-    # -- what ``fsad-bench bench`` needs (optional; the defaults work for any detector) ----------------
-
-    #: True: ``bench`` also times this method through the authors'-style PIL/DataLoader reference
-    #: pipeline unless ``--reference`` says otherwise (needs :meth:`balanced_training`).
-    bench_reference: ClassVar[bool] = False
+    # -- what ``fsad-bench bench`` needs (optional; see the class docstring) ------------------------------
 
     @classmethod
     def bench_phases(cls, config: Any, shape: TrainShape) -> list[BenchPhase] | None:
-        """The optimiser phases, in the order they run, of ``fit`` with ``config`` on a training set of
-        ``shape``; each with its step count and images per step.
-
-        ``bench`` counts every ``optimizer.step()`` during ``fit`` (torch's global step hook) and refuses
-        a declaration whose phases or step counts differ from what ran. Default None (not declared):
-        ``bench`` times the whole ``fit`` at the budget's settings and reports training images per
-        second of fit, set-up included, with no per-step figures.
-        """
+        """The optimiser phases of ``fit`` with ``config`` on a training set of ``shape``, in the order
+        they run (see the class docstring). Default None: not declared, ``bench`` times the whole fit."""
         return None
 
     @classmethod
     def bench_step_overrides(cls, config: Any, n_steps: int, shape: TrainShape) -> dict[str, Any]:
-        """Hyper-parameter changes after which every phase of ``fit`` runs about ``n_steps`` optimiser
-        steps (``bench`` times a few steps, not a whole budget); the exact counts are whatever
-        :meth:`bench_phases` gives for the changed config. Default: none."""
+        """Hyper-parameter changes after which every phase runs about ``n_steps`` optimiser steps (see
+        the class docstring). Default: none."""
         return {}
-
-    def balanced_training(self, device: str, seed: int) -> Any | None:
-        """For detectors trained by :func:`fsad_methods.training.train_balanced` (DevNet's loop):
-        a freshly built network on ``device`` with its loss and schedule, as ``fit`` would train them
-        with ``seed``. ``bench``'s authors'-style reference pipeline trains exactly these. Default None:
-        no reference pipeline for this detector."""
-        return None
 
     @abstractmethod
     def fit(self, train: TrainSet) -> Detector:
