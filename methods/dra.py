@@ -393,7 +393,7 @@ class DRA(Detector):
 
     name = "dra"
     display_name = "DRA"
-    paper_column = None  # not a column of the DevNet paper's tables (results/paper)
+    paper_column = "DRA"  # DRA's own Table 1 (results/paper/dra_table1.csv)
     budgets = {
         # the authors' code: ImageNet ResNet-18, 448 px, 30 epochs x 20 steps of 32 + 16 images, Adam 2e-4
         "paper": {"img_size": 448, "weights": "imagenet", "backbone": "resnet18", "epochs": 30,
