@@ -72,6 +72,7 @@ def test_missing_settings_and_unknown_methods_never_pass():
 
 
 def test_every_published_method_is_declared():
+    from fsad_bench.detectors.registry import load_detector
     from fsad_bench.report.compare import load_published
 
     methods = {m for p in TABLE_PROTOCOLS for m in load_protocol(p).methods}
