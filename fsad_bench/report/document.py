@@ -115,7 +115,7 @@ def folder_report(results: Results, fmt: str, metric: str = "auc_roc", compare_p
     text = "".join(f"**{line}**\n\n" for line in banner)
     text += "\n".join(f"## {p.title}\n\n{p.body}" + "".join(f"\n> figure: {f}" for f in p.figures
                                                            if f"figure: {f}" not in p.body)
-                      for p in parts)
+                      + ("\n" if not p.body.endswith("\n") or p.figures else "") for p in parts)
     for status, title in (("failed", "failed"), ("skipped", "not applicable")):
         rows = not_ok[not_ok.status == status]
         if len(rows):

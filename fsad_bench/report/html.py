@@ -30,7 +30,10 @@ tr.rule td { border-top: 2px solid #333; }
 p.note { color: #555; font-size: 0.85em; margin: 0.2em 0; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #555; }
-details { margin-top: 2em; } summary { font-size: 1.3em; font-weight: 600; cursor: pointer; }
+details#settings { margin-top: 2em; } details#settings > summary { font-size: 1.3em; font-weight: 600; }
+summary { cursor: pointer; }
+details.note { color: #555; font-size: 0.85em; margin: 0.2em 0; }
+details.note ul { margin: 0.2em 0 0.4em 0; padding-left: 1.6em; }
 .settings td, .settings th { text-align: left; vertical-align: top; }
 .settings td { font-family: ui-monospace, monospace; font-size: 0.85em; white-space: pre-wrap;
                overflow-wrap: anywhere; }
