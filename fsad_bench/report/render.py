@@ -93,7 +93,7 @@ def run_settings_notes(lines: list[str], fmt: str) -> list[str]:
     notes; in HTML one fold whose summary is the first line."""
     if fmt != "html" or len(lines) < 2:
         return list(lines)
-    return [Folded(lines[0], lines[1:], "more run settings")]
+    return [Folded(lines[0], lines[1:], "more")]
 
 
 _BOLD = re.compile(r"\*\*(.+?)\*\*")
@@ -168,11 +168,13 @@ def notes_html(notes: list[str]) -> str:
         if isinstance(n, Explained):
             explained.append(n)
         elif isinstance(n, Folded) and n.items:
-            out.append(_fold(f"{n.summary} ({len(n.items)} {n.what})", list(n.items)))
+            what = n.what[:-1] if len(n.items) == 1 and n.what.endswith("s") else n.what
+            out.append(_fold(f"{n.summary} ({len(n.items)} {what})", list(n.items)))
         else:
             out.append(f'<p class="note">{html.escape(n)}</p>')
     if explained:
-        out.append(_fold(f"how to read these numbers ({len(explained)} notes)", explained))
+        n = len(explained)
+        out.append(_fold(f"how to read these numbers ({n} note{'s' if n > 1 else ''})", explained))
     return "".join(out)
 
 
