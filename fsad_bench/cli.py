@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--long", action="store_true",
                      help="with --format csv: one row per ok cell (both AUCs, every setting and "
                      "configuration column) instead of the tables; reads back with --from-csv")
+    rep.add_argument("--per-image", action="store_true",
+                     help="with --format csv or parquet: one row per (ok cell, test image): the cell, the "
+                     "image's file, label, score and rank in its cell (1 = most anomalous); parquet's "
+                     "default file is DIR/images.parquet")
     rep.add_argument("--metric", choices=["auc_roc", "auc_pr"], default="auc_roc")
     rep.add_argument("--compare-paper", action="store_true",
                      help="put each of our cells beside the paper's published number (results/paper/)")
@@ -155,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from fsad_bench.report.compare import comparison_part
     from fsad_bench.report.document import folder_report
-    from fsad_bench.report.export import long_csv, long_frame, read_long_csv, write_parquet
+    from fsad_bench.report.export import long_csv, long_frame, per_image_frame, read_long_csv, write_parquet
     from fsad_bench.report.layouts import protocol_report
     from fsad_bench.report.results import read_results
     from fsad_bench.report.tables import run_header
@@ -164,6 +168,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.long and args.format != "csv":
         raise UserError(f"--long is for --format csv (got --format {args.format}; parquet is always one row "
                         "per cell)")
+    if args.per_image and (args.format not in ("csv", "parquet") or args.long or args.from_csv):
+        raise UserError("--per-image exports a results folder's test images: give DIR with --format csv or "
+                        "parquet, without --long or --from-csv")
     if args.from_csv:
         if args.format == "html":
             raise UserError("--format html needs a results folder (it embeds run settings and figures)")
@@ -184,7 +191,17 @@ def cmd_report(args: argparse.Namespace) -> int:
             results = read_results(args.folder, describe_old_store(args.folder))
         except sqlite3.DatabaseError as exc:  # e.g. a results.sqlite that is no SQLite file
             raise UserError(f"cannot read the results store in {args.folder}: {exc}") from None
-        if args.long or args.format == "parquet":
+        if args.per_image:
+            frame, notes = per_image_frame(results)
+            note = "; ".join([f"{len(frame)} test images of {frame.key.nunique()} ok cells exported", *notes])
+            if args.format == "parquet":
+                output = args.output or args.folder / "images.parquet"
+                write_parquet(frame, output)
+                print(f"{note}; written to {output}", file=sys.stderr)
+                return 0
+            print(note, file=sys.stderr)
+            text = long_csv(frame)
+        elif args.long or args.format == "parquet":
             frame, left_out = long_frame(results)
             note = f"{len(frame)} ok cells exported" + (
                 f"; {left_out} failed or not applicable cell(s) left out (fsad-bench report {args.folder} "

@@ -106,7 +106,7 @@ class MlflowTracker:
                               tags=[RunTag(k, str(v)) for k, v in tags.items()])
         if result.manifest:
             self.client.log_dict(run_id, result.manifest, "split_manifest.json")
-        scores = {k: v for k, v in result.scores.items() if k != "examples"}
+        scores = {k: v for k, v in result.scores.items() if k not in ("examples", "gallery")}  # no images
         if "pixel_auc_each" in result.metrics:
             scores["pixel_auc_each"] = result.metrics["pixel_auc_each"]
         if scores:

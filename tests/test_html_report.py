@@ -119,7 +119,8 @@ def test_html_report_renders_in_chromium(results, tmp_path):
     assert "1 cell(s) did not finish" in found["banner"]
     body = dom.stdout
     assert long_value in body
-    assert body.index("<details") > body.index("Failed cells") > body.index('data-protocol="q5"')
+    settings = body.index('<details id="settings"')
+    assert settings > body.index("Failed cells") > body.index('data-protocol="q5"')
     for name in ("AITEX", "Hyper-Kvasir", "p-value (8)", "Holm p (8)", "Friedman over 8 datasets",
                  "CUDA out of memory", "budgets", "ours beside the paper"):
         assert name in body, name

@@ -75,17 +75,21 @@ def test_pvalues_use_the_displayed_means_not_the_unrounded_ones():
 
 def test_levels_the_paper_does_not_print_are_ours():
     # Table 3 prints one p-value row, over the known-class sets; its tier-1 level is ours
-    recs = [dict(dataset="elpv", category="elpv", method=m, seed=0, setting={"known_class": k},
-                 value=v + (0.1 if m == "devnet" else 0))
-            for k, v in (("mono", 0.6), ("poly", 0.7)) for m in ("devnet", "minns")]
+    # (six tier-1 datasets of two known classes each: enough datasets for a p-value at both levels)
+    tier1 = ["aitex", "sdd", "elpv", "optical", "brainmri", "headct"]
+    recs = [dict(dataset=d, category=d, method=m, seed=0, setting={"known_class": k},
+                 value=v + 0.01 * i + (0.1 if m == "devnet" else 0))
+            for i, d in enumerate(tier1) for k, v in (("mono", 0.6), ("poly", 0.7))
+            for m in ("devnet", "minns")]
     table = build_table(open_set_frame(pd.DataFrame(recs)), multi=True, spec=presentation_of("q2"))
-    labels = [label for label, _ in table.pvalue_rows]
-    assert labels == ["p-value (1) (ours)", "p-value (2)"]
+    labels = [label for label, _ in table.pvalue_rows if label.startswith("p-value")]
+    assert labels == ["p-value (6) (ours)", "p-value (12)"]
     # Table 4 (q3) and Table 5 (q4) print none: every p-value row of theirs is ours
-    q3 = pd.DataFrame([dict(method=m, dataset="mvtec", category="carpet", seed=0, value=v, setting={})
-                       for m, v in (("devnet", 0.9), ("minns", 0.8))])
+    cats = ["carpet", "grid", "leather", "tile", "wood", "bottle"]
+    q3 = pd.DataFrame([dict(method=m, dataset="mvtec", category=c, seed=0, value=v - 0.01 * i, setting={})
+                       for i, c in enumerate(cats) for m, v in (("devnet", 0.9), ("minns", 0.8))])
     text = protocol_report(q3, presentation_of("q3"), "markdown", "pixel_auc_per_image", [])
-    assert "| p-value (1) (ours) " in text
+    assert "| p-value (6) (ours) " in text
 
 
 def test_table3_pvalues_from_its_printed_rows():

@@ -58,12 +58,16 @@ def q1_folder(tmp_path: Path) -> Path:
 
 
 def _first_table(text: str) -> list[str]:
-    """The note lines and rows of the first Markdown table, without the line naming the source."""
+    """The rows of the first Markdown table and the note lines after it, without the line naming the
+    source."""
     lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(("> ", "|")))
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
     end = next(i for i in range(start, len(lines)) if lines[i].startswith("|")
                and (i + 1 == len(lines) or not lines[i + 1].startswith("|")))
-    return [line for line in lines[start:end + 1] if "source:" not in line]
+    notes = end + 2 if end + 1 < len(lines) and not lines[end + 1] else end + 1
+    while notes < len(lines) and lines[notes].startswith("> "):
+        notes += 1
+    return [line for line in lines[start:notes] if "source:" not in line]
 
 
 def _first_latex_table(text: str) -> str:

@@ -27,6 +27,7 @@ from fsad_bench.report.configs import config_groups
 from fsad_bench.report.presentation import Presentation, budget_note
 from fsad_bench.report.render import Part, notes_text, render_grid
 from fsad_bench.report.tables import FLAG_MARK, flag_list, nan_mean, nan_std
+from fsad_bench.report.text import Explained, Folded, spread_text
 
 KEYS = ["dataset", "category", "known_class", "method"]
 #: how our cells meet the published ones: the same row, and the column our method declares
@@ -67,7 +68,8 @@ def our_cells(df: pd.DataFrame, by_known_class: bool = False) -> pd.DataFrame:
     df["category"] = [c if _multi(d) else "" for d, c in zip(df.dataset, df.category)]
     recs = []
     for key, g in df.groupby(KEYS):
-        recs.append(dict(zip(KEYS, key), mean=nan_mean(g.value), std=nan_std(g.value), flags=_flags(g)))
+        recs.append(dict(zip(KEYS, key), mean=nan_mean(g.value), std=nan_std(g.value),
+                         n_seeds=g.seed.nunique(), flags=_flags(g)))
     up = ["dataset", "category", "method"] if by_known_class else ["dataset", "method"]
     inner = "known_class" if by_known_class else "category"
     for key, g in df.groupby(up):
@@ -75,9 +77,9 @@ def our_cells(df: pd.DataFrame, by_known_class: bool = False) -> pd.DataFrame:
             continue
         per_seed = g.groupby("seed").value.apply(nan_mean)
         rec = dict(zip(up, key), mean=nan_mean(g.groupby(inner).value.apply(nan_mean)), std=nan_std(per_seed),
-                   flags=_flags(g))
+                   n_seeds=len(per_seed), flags=_flags(g))
         recs.append({"category": "", "known_class": "", **rec})
-    return pd.DataFrame(recs, columns=KEYS + ["mean", "std", "flags"])
+    return pd.DataFrame(recs, columns=KEYS + ["mean", "std", "n_seeds", "flags"])
 
 
 def _flags(rows: pd.DataFrame) -> str:
@@ -95,8 +97,8 @@ class Comparison:
     n_anomaly: int | None      # the labelled anomalies of ours (and of the published numbers set beside)
     metric: str
     by_known_class: bool       # rows are known classes (Table 3)
-    cells: pd.DataFrame        # KEYS + paper_column, ours_mean, ours_std, flags, paper_mean, paper_std, diff,
-                               # sd, differs
+    cells: pd.DataFrame        # KEYS + paper_column, ours_mean, ours_std, n_seeds, flags, paper_mean,
+                               # paper_std, diff, sd, differs
     unmatched_datasets: list[str]
     #: method -> how its settings differ from those behind the published numbers ([] = they match)
     settings_differ: dict[str, list[str]] = field(default_factory=dict)
@@ -229,7 +231,7 @@ def comparison_rows(comps: list[Comparison], display: dict[str, str]) -> tuple[l
     body = []
     for r in cells.itertuples():
         paper = f"{r.paper_mean:.3f}" + ("" if np.isnan(r.paper_std) else f" ± {r.paper_std:.3f}")
-        ours = "NaN" if np.isnan(r.ours_mean) else f"{r.ours_mean:.3f} ± {r.ours_std:.3f}"
+        ours = "NaN" if np.isnan(r.ours_mean) else spread_text(r.ours_mean, r.ours_std, r.n_seeds)
         method = _method_label(display.get(r.method, r.method), r.paper_column)
         body.append([_label(r.dataset, r.category, r.known_class, r.known_rows),
                      method + (f" {SETTINGS_MARK}" if r.method in differ else ""), r.source,
@@ -264,18 +266,18 @@ def _comparison_body(df: pd.DataFrame, pres: Presentation, fmt: str, heading: st
     protocol = pres.protocol
     comps = [compare(df, pres, table) for table in pres.spec.paper_tables]
     notes = ([f"configuration: {heading}"] if heading else []) + [c.summary() for c in comps] + [
-        f"metric {comps[0].metric}; diff = ours - paper; ! = |diff| > 2 sd with sd = sqrt(std_ours^2 + "
-        "std_paper^2) (floored at 0.0005, the published rounding); only the datasets and methods run "
-        "are compared"]
+        Explained(f"metric {comps[0].metric}; diff = ours - paper; ! = |diff| > 2 sd with sd = "
+                  "sqrt(std_ours^2 + std_paper^2) (floored at 0.0005, the published rounding); only the "
+                  "datasets and methods run are compared")]
     budgets = sorted(set(df.budget)) if "budget" in df.columns else []
     if budgets and budgets != ["paper"]:
         notes.append(f"ours ran at budget {', '.join(budgets)}, not the paper's settings: differences are "
                      "expected")
     names = pres.names(sorted(set(df.method)))
     differ = {m: lines for c in comps for m, lines in c.settings_differ.items() if lines}
-    for method in sorted(differ):
-        notes.append(f"{SETTINGS_MARK} {names[method]}: settings differ from those behind the published "
-                     f"numbers: {'; '.join(differ[method])}")
+    for method in sorted(differ):  # in HTML each method's list folds away
+        notes.append(Folded(f"{SETTINGS_MARK} {names[method]}: settings differ from those behind the "
+                            "published numbers", differ[method], "differences"))
     flagged = {(_label(r.dataset, r.category, r.known_class, c.by_known_class), r.method, r.flags)
                for c in comps for r in c.cells.itertuples() if r.flags}
     for where, method, flags in sorted(flagged):

@@ -1,17 +1,20 @@
 """``fsad-bench report DIR``: every protocol found in a results folder, in its paper layout, with the
 statistics beyond the paper, the comparison with the published numbers (``--compare-paper``), the
-figures and the failed cells, rendered as Markdown, LaTeX, CSV or one self-contained HTML file."""
+figures and the failed cells, rendered as Markdown, LaTeX, CSV or one self-contained HTML file (which
+also shows each method's worst false positives and negatives: :mod:`fsad_bench.report.gallery`)."""
 
 from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 import pandas as pd
 
 from fsad_bench import __version__
 from fsad_bench.report.compare import comparison_part
+from fsad_bench.report.gallery import gallery_part
 from fsad_bench.report.html import Section, build_html
 from fsad_bench.report.layouts import protocol_parts
 from fsad_bench.report.presentation import budget_note
@@ -36,15 +39,29 @@ def collect_sections(results: Results, fmt: str, metric: str, compare_paper: boo
         for m in layout.metrics(metric):
             sub = results.rows(m, protocol)[0]
             parts += protocol_parts(sub, pres, fmt, m, run_header(sub, pres), fig_dir)
-        parts += layout.extra_parts(lambda protocol=protocol: results.ok_rows_with_blobs(protocol), pres, fmt,
-                                    fig_dir)
+        blobs = _once(lambda protocol=protocol: results.ok_rows_with_blobs(protocol))
+        parts += layout.extra_parts(blobs, pres, fmt, fig_dir)
         if compare_paper:
             paper_metric = layout.paper_metric if pres.spec.paper_tables else metric
             parts.append(comparison_part(results.rows(paper_metric, protocol)[0], pres, fmt))
+        if fmt == "html":
+            parts += [p for p in [gallery_part(blobs(), pres)] if p]
         budgets = sorted({b for b in results.cells[results.cells.protocol == protocol].budget
                           if isinstance(b, str)})
         sections.append(Section(protocol, pres.title, parts, budgets))
     return sections, not_ok
+
+
+def _once(read: Callable[[], pd.DataFrame]) -> Callable[[], pd.DataFrame]:
+    """``read``, reading the store at most once however often it is called."""
+    memo: list[pd.DataFrame] = []
+
+    def get() -> pd.DataFrame:
+        if not memo:
+            memo.append(read())
+        return memo[0]
+
+    return get
 
 
 def failed_cells(not_ok: pd.DataFrame) -> list[tuple[str, str]]:
@@ -115,7 +132,7 @@ def folder_report(results: Results, fmt: str, metric: str = "auc_roc", compare_p
     text = "".join(f"**{line}**\n\n" for line in banner)
     text += "\n".join(f"## {p.title}\n\n{p.body}" + "".join(f"\n> figure: {f}" for f in p.figures
                                                            if f"figure: {f}" not in p.body)
-                      for p in parts)
+                      + ("\n" if not p.body.endswith("\n") or p.figures else "") for p in parts)
     for status, title in (("failed", "failed"), ("skipped", "not applicable")):
         rows = not_ok[not_ok.status == status]
         if len(rows):

@@ -9,6 +9,12 @@ columns (the cell key, budget, image size, weights, hyper-parameters and the det
 JSON text, split hash, device, wall time, versions, finish time). What the export leaves out: the
 test scores and the split's file lists (large; they stay in the store), status (always ok) and the
 errors of failed cells (``fsad-bench report DIR`` lists them).
+
+The per-image export (``--per-image``, :func:`per_image_frame`) has one row per (ok cell, test image):
+the cell (key, protocol, dataset, category, method, seed, ``setting.<key>``), the test image's
+``file`` (relative to its category folder, from the split manifest), its ``label`` (1 = anomaly),
+``score`` (as stored: 6 decimals) and ``rank`` within the cell (1 = most anomalous; tied scores by
+file name, :mod:`fsad_bench.per_image`). Join it with the ``--long`` export on ``key``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from fsad_bench.errors import UserError
+from fsad_bench.per_image import ranks
 from fsad_bench.report.results import Results
 from fsad_bench.report.tables import METRICS, load_long_csv
 
@@ -61,6 +68,55 @@ def long_frame(results: Results) -> tuple[pd.DataFrame, int]:
         if c not in columns and c not in _LEFT_OUT:
             columns[c] = ok[c].map(_json_text)
     return pd.DataFrame(columns), len(not_ok)
+
+
+#: the columns of a per-image export besides the ``setting.<key>`` ones (which follow ``seed``)
+PER_IMAGE_CELL = ("key", "protocol", "dataset", "category", "method", "seed")
+PER_IMAGE_IMAGE = ("file", "label", "score", "rank")
+
+
+def per_image_frame(results: Results) -> tuple[pd.DataFrame, list[str]]:
+    """(one row per (ok cell, test image) with the columns of the module docstring, ordered by cell
+    and rank; lines on the cells left out or exported without file names). A cell stored without
+    scores is left out; one whose manifest does not list its test files gets empty file names and
+    ranks that break ties by test-set order."""
+    ok = results.ok_rows_with_blobs().reset_index(drop=True)
+    if ok.empty:
+        raise UserError(f"no finished cells in {results.folder} to export")
+    ok = ok.sort_values(["protocol", "dataset", "category", "method", "seed", "key"], kind="stable")
+    setting_keys = sorted({k for s in ok.setting if isinstance(s, dict) for k in s})
+    parts, no_scores, no_files = [], [], []
+    for r in ok.itertuples():
+        blob = r.scores if isinstance(r.scores, dict) else {}
+        scores, labels = blob.get("scores") or [], blob.get("labels") or []
+        if not scores or len(scores) != len(labels):
+            no_scores.append(r.key)
+            continue
+        files = (r.manifest or {}).get("test") if isinstance(r.manifest, dict) else None
+        if not isinstance(files, list) or len(files) != len(scores):
+            no_files.append(r.key)
+            files = [""] * len(scores)
+        frame = pd.DataFrame({"file": files, "label": pd.array(labels, dtype="int64"),
+                              "score": pd.array(scores, dtype="float64"), "rank": ranks(scores, files)})
+        cell = {c: getattr(r, c) for c in PER_IMAGE_CELL}
+        setting = r.setting if isinstance(r.setting, dict) else {}
+        for key in setting_keys:
+            cell[SETTING_PREFIX + key] = setting.get(key)
+        parts.append(frame.assign(**{c: [v] * len(frame) for c, v in cell.items()}).sort_values("rank"))
+    if not parts:
+        raise UserError(f"no cell in {results.folder} has stored test scores to export")
+    columns = [*PER_IMAGE_CELL, *(SETTING_PREFIX + k for k in setting_keys), *PER_IMAGE_IMAGE]
+    frame = pd.concat(parts, ignore_index=True)[columns]
+    for key in setting_keys:
+        frame[SETTING_PREFIX + key] = _setting_column(list(frame[SETTING_PREFIX + key]))
+    notes = []
+    if no_scores:
+        notes.append(f"{len(no_scores)} ok cell(s) without stored test scores left out (first: "
+                     f"{no_scores[0]})")
+    if no_files:
+        notes.append(f"{len(no_files)} cell(s) whose split manifest lists no test files: file left empty, "
+                     f"ties ranked in test-set order (first: {no_files[0]})")
+    return frame, notes
 
 
 def _setting_column(values: list[Any]) -> pd.Series:

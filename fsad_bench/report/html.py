@@ -1,6 +1,7 @@
 """One self-contained HTML file that opens with the results: a banner with the budget(s) (and whether
 the numbers are comparable with the paper), then per protocol, in order, its tables and figures
-(embedded as data URIs), then the failed cells, and last the run settings, collapsed and uncut.
+(embedded as data URIs) and its per-image gallery, then the failed cells, and last the run settings,
+collapsed and uncut.
 No scripts, no external resources: it opens offline and can be mailed or attached to a paper's
 supplementary material."""
 
@@ -11,6 +12,7 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fsad_bench.report.gallery import GALLERY_CSS
 from fsad_bench.report.render import Part
 
 _CSS = """
@@ -22,7 +24,7 @@ h3 { font-size: 1.1em; margin-top: 1.5em; }
 .banner p { margin: 0.2em 0; }
 nav { font-size: 0.9em; } nav a { margin-right: 1em; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
-caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: 0.3em; }
+caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: 0.3em; min-width: 36em; }
 th, td { padding: 0.25em 0.7em; border-bottom: 1px solid #e2e2e2; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 thead th { border-bottom: 2px solid #333; }
@@ -30,7 +32,10 @@ tr.rule td { border-top: 2px solid #333; }
 p.note { color: #555; font-size: 0.85em; margin: 0.2em 0; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.85em; color: #555; }
-details { margin-top: 2em; } summary { font-size: 1.3em; font-weight: 600; cursor: pointer; }
+details#settings { margin-top: 2em; } details#settings > summary { font-size: 1.3em; font-weight: 600; }
+summary { cursor: pointer; }
+details.note { color: #555; font-size: 0.85em; margin: 0.2em 0; }
+details.note ul { margin: 0.2em 0 0.4em 0; padding-left: 1.6em; }
 .settings td, .settings th { text-align: left; vertical-align: top; }
 .settings td { font-family: ui-monospace, monospace; font-size: 0.85em; white-space: pre-wrap;
                overflow-wrap: anywhere; }
@@ -63,7 +68,7 @@ def build_html(title: str, banner: list[str], sections: list[Section], failed: l
     and whose PNG figures are embedded; ``failed``: (cell, error) pairs; ``settings``: (name, value)
     pairs, shown in full inside a collapsed <details> at the end."""
     out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+           f"<title>{html.escape(title)}</title><style>{_CSS}{GALLERY_CSS}</style></head><body>",
            f"<h1>{html.escape(title)}</h1>", '<div class="banner" role="note">']
     out += [f"<p><strong>{html.escape(line)}</strong></p>" for line in banner]
     if failed:

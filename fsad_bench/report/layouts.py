@@ -24,13 +24,14 @@ from fsad_bench.protocol import ProtocolSpec
 from fsad_bench.report.configs import config_groups
 from fsad_bench.report.presentation import Presentation, budget_note
 from fsad_bench.report.render import Part, notes_text, render, render_grid
-from fsad_bench.report.stats import friedman_nemenyi
+from fsad_bench.report.stats import MIN_FRIEDMAN_DATASETS, friedman_nemenyi
 from fsad_bench.report.tables import (
     FLAG_MARK,
     LEVELS,
     SEED_SPREAD_NOTE,
     Table,
     build_table,
+    count_text,
     curve_frame,
     flag_list,
     flagged_lines,
@@ -40,6 +41,7 @@ from fsad_bench.report.tables import (
     open_set_frame,
     run_header,
 )
+from fsad_bench.report.text import Explained, needs_line, spread_text
 
 #: MVTec AD's texture categories (the rest are objects) and the embedded textures (Table 4's groups)
 TEXTURES = {"carpet", "grid", "leather", "tile", "wood", "brick", "grass", "gravel"}
@@ -89,9 +91,9 @@ class Layout:
         bars = table_figure(table, fig_dir, f"{stem}_bars", title, metric, budget) \
             if fig_dir is not None and fmt != "csv" else []
         parts = [Part(title, render(table, fmt, header, caption, label), bars)]
-        if statistics and fmt != "csv":
-            parts.append(statistics_part(table, fmt, fig_dir, stem, title, budget))
-        return parts
+        stats = statistics_part(table, fmt, fig_dir, stem, title, budget) if statistics and fmt != "csv" \
+            else None
+        return parts + ([stats] if stats else [])
 
     def extra_parts(self, rows_with_blobs: Callable[[], pd.DataFrame], pres: Presentation, fmt: str,
                     fig_dir: Path) -> list[Part]:
@@ -188,16 +190,17 @@ class CurveLayout(Layout):
         paths = curve_figure(frame, x, title, fig_dir, pres.protocol + suffix, pres, budget) \
             if fig_dir is not None else []
         notes = "\n".join(f"> {n}" for n in header) if fmt == "markdown" else ""
-        return [Part(title, "\n".join(([notes, ""] if notes else []) + [text]), paths)]
+        return [Part(title, text + (f"\n{notes}\n" if notes else ""), paths)]
 
 
 def curve_text(frame: pd.DataFrame, x: str, fmt: str, pres: Presentation, label: str | None = None,
                budget: str = "") -> str:
-    """Rows dataset x setting value, one column per method: mean ± std over seeds (NaN when a seed has
-    none; † when a point includes results flagged as suspect, listed in the notes). ``budget``: the
-    budget line the caption ends with."""
+    """Rows dataset x setting value, one column per method: mean ± std over seeds (a point of one seed:
+    'mean (1 seed)'; NaN when a seed has none; † when a point includes results flagged as suspect,
+    listed in the notes). ``budget``: the budget line the caption ends with."""
     methods = pres.order(frame.method.unique())
     body, flagged, recs = [], [], []
+    most_seeds = 0
     for (dataset, xv), g in frame.groupby(["dataset", "x"]):
         row = [dataset, f"{xv:g}"]
         for m in methods:
@@ -206,18 +209,22 @@ def curve_text(frame: pd.DataFrame, x: str, fmt: str, pres: Presentation, label:
                 row.append("-")
                 continue
             lines = flagged_lines(v, f"{dataset}, {x}={xv:g}, {pres.name(m)},")
-            mean, std = nan_mean(v.value), nan_std(v.value)
+            mean, std, seeds = nan_mean(v.value), nan_std(v.value), int(v.seed.nunique())
+            most_seeds = max(most_seeds, seeds)
             mark = f" {FLAG_MARK}" if lines else ""
-            row.append(("NaN" if np.isnan(mean) else f"{mean:.3f} ± {std:.3f}") + mark)
+            row.append(("NaN" if np.isnan(mean) else spread_text(mean, std, seeds)) + mark)
             flagged += lines
             names = sorted({f for item in v["flags"] for f, _ in flag_list(item)}) if "flags" in v else []
-            recs.append({"dataset": dataset, x: xv, "method": m, "mean": mean, "std": std,
+            recs.append({"dataset": dataset, x: xv, "method": m, "mean": mean, "std": std, "n_seeds": seeds,
                          "flags": ";".join(names)})
         body.append(row)
     headers = ["Data", x] + [pres.name(m) for m in methods]
     if fmt == "csv":
         return pd.DataFrame(recs).to_csv(index=False)
-    notes = [SEED_SPREAD_NOTE] if fmt != "markdown" else []
+    if most_seeds == 1:
+        notes = [needs_line("the seed spread (±)", 2, "seeds", 1, " per point", verb="needs")]
+    else:
+        notes = [SEED_SPREAD_NOTE] if fmt != "markdown" else []
     if flagged:
         notes += [f"{FLAG_MARK} = the point includes results flagged as suspect (kept, not dropped):",
                   *flagged]
@@ -261,13 +268,17 @@ def protocol_parts(df: pd.DataFrame, pres: Presentation, fmt: str, metric: str, 
 
 
 def statistics_part(table: Table, fmt: str, fig_dir: Path | None, stem: str, title: str, budget: str = ""
-                    ) -> Part:
+                    ) -> Part | None:
     """Beyond the paper: average ranks, the Friedman test with Nemenyi post-hoc (and its critical-
-    difference diagram), and the dataset spread kept apart from the seed spread."""
+    difference diagram), and the dataset spread kept apart from the seed spread. What needs more
+    datasets, methods or seeds than the table has is one line saying so, not a column of n/a; a table
+    of one dataset has nothing beyond itself (None: its own notes say what the tests need)."""
     from fsad_bench.report.figures import cd_diagram
 
+    if max((len(m) for m in table.unit_means.values()), default=0) < 2:
+        return None
     names = table.names
-    notes, figures, tests = [], [], {}
+    notes, figures, tests, few = [], [], {}, {}
     for level, matrix in table.unit_means.items():
         test = friedman_nemenyi(matrix)
         tests[level] = test
@@ -277,7 +288,12 @@ def statistics_part(table: Table, fmt: str, fig_dir: Path | None, stem: str, tit
             notes.append(f"left out of the rank tests ({LEVELS[level]}), which need every method on a "
                          f"dataset: {'; '.join(dropped)}")
         if test.p_value is None:
-            notes.append(f"{what}: not computed ({test.reason})")
+            if len(test.methods) < 3:
+                few["methods"] = len(test.methods)
+            elif test.n_datasets < MIN_FRIEDMAN_DATASETS:
+                few[level] = test.n_datasets
+            else:
+                notes.append(f"{what}: not computed ({test.reason})")
             continue
         notes.append(f"{what}: chi2 = {test.statistic:.2f}, p = {test.p_value:.4f}; Nemenyi critical "
                      f"difference = {test.critical_difference:.2f} ranks at alpha {test.alpha}")
@@ -285,27 +301,45 @@ def statistics_part(table: Table, fmt: str, fig_dir: Path | None, stem: str, tit
             figures += cd_diagram(test, fig_dir, f"{stem}_cd_{level}",
                                   f"{title}: critical difference ({test.n_datasets} datasets)", names,
                                   budget)
-    headers = ["Method"] + [f"avg rank ({t.n_datasets})" for t in tests.values()]
+    if "methods" in few:
+        notes.append(needs_line("rank tests (Friedman, Nemenyi)", 3, "methods", few.pop("methods")))
+    if few:
+        notes.append(needs_line("rank tests (Friedman, Nemenyi)", MIN_FRIEDMAN_DATASETS,
+                                "datasets with every method", *count_text(few)))
+    ranked = {level: t for level, t in tests.items() if t.n_datasets >= 2}  # one dataset ranks nothing
+    headers = ["Method"] + [f"avg rank ({t.n_datasets})" for t in ranked.values()]
     base = table.unit_means.get("per_dataset")
     seed = table.unit_seed_std.get("per_dataset")
-    if base is not None:
-        headers += [f"mean AUC ({len(base)})", "dataset spread", "seed spread"]
+    spreads = base is not None and len(base) >= 2
+    seeds = table.max_seeds != 1
+    if spreads:
+        headers += [f"mean AUC ({len(base)})", "dataset spread"] + (["seed spread"] if seeds else [])
+    elif base is not None:
+        notes.append(needs_line("the dataset spread", 2, "datasets", len(base), verb="needs"))
+    if not seeds:
+        notes.append(needs_line("the seed spread", 2, "seeds", 1, " per cell", verb="needs"))
     body = []
     for m in table.methods:
         row = [names.get(m, m)]
-        row += [f"{t.average_ranks[m]:.2f}" if m in t.average_ranks else "-" for t in tests.values()]
-        if base is not None:
+        row += [f"{t.average_ranks[m]:.2f}" if m in t.average_ranks else "-" for t in ranked.values()]
+        if spreads:
             v, s = base[m].dropna(), seed[m].dropna()
-            row += [f"{v.mean():.3f}", f"{v.std(ddof=0):.3f}" if len(v) > 1 else "n/a (1 dataset)",
-                    f"{s.mean():.3f}"]
+            row += [f"{v.mean():.3f}", f"{v.std(ddof=0):.3f}" if len(v) > 1 else "n/a (1 dataset)"]
+            row += [f"{s.mean():.3f}"] if seeds else []
         body.append(row)
-    notes += ["avg rank: mean over datasets of each method's rank by mean AUC (1 = best; ties share); "
-              "rank tests need every method on a dataset",
-              "dataset spread: population std over datasets of the per-dataset mean AUC (how much the "
-              "datasets differ); seed spread: mean over datasets of the std over seeds (run-to-run noise)"]
+    if ranked:
+        notes.append(Explained("avg rank: mean over datasets of each method's rank by mean AUC (1 = best; "
+                               "ties share); rank tests need every method on a dataset"))
+    if spreads:
+        notes.append(Explained("dataset spread: population std over datasets of the per-dataset mean AUC "
+                               "(how much the datasets differ)" + ("; seed spread: mean over datasets of "
+                               "the std over seeds (run-to-run noise)" if seeds else "")))
     on_budget = f"; {budget}" if budget else ""
-    text = render_grid(headers, body, fmt, notes, f"{title}: ranks and spreads{on_budget}",
-                       f"tab:{stem}-ranks".replace("_", "-"))
+    if len(headers) > 1:
+        text = render_grid(headers, body, fmt, notes, f"{title}: ranks and spreads{on_budget}",
+                           f"tab:{stem}-ranks".replace("_", "-"))
+    else:
+        text = notes_text(notes, fmt)
     for level, test in tests.items():
         if test.posthoc is not None:
             ph = test.posthoc

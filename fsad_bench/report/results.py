@@ -27,11 +27,12 @@ class Results:
         cells = self.cells if protocol is None else self.cells[self.cells.protocol == protocol]
         return long_rows(cells, metric)
 
-    def ok_rows_with_blobs(self, protocol: str) -> pd.DataFrame:
-        """The ok rows of ``protocol`` with their stored test scores, split manifests and examples."""
+    def ok_rows_with_blobs(self, protocol: str | None = None) -> pd.DataFrame:
+        """The ok rows of ``protocol`` (None: of all) with their stored test scores, split manifests,
+        examples and galleries."""
         with ResultStore(self.folder) as store:
             df = store.dataframe(with_blobs=True)
-        return df[(df.protocol == protocol) & (df.status == "ok")]
+        return df[((df.protocol == protocol) if protocol is not None else True) & (df.status == "ok")]
 
     def protocols(self) -> list[str]:
         """The folder's protocols in the paper's order: q1, q2, ... by number (Tables 2-5, then Figs. 7

@@ -23,7 +23,14 @@ import pandas as pd
 from fsad_bench.data.registry import DATASETS, MVTEC_CATEGORIES
 from fsad_bench.errors import UserError
 from fsad_bench.input_size import NATIVE_INPUT_SIZE
-from fsad_bench.report.stats import MIN_WILCOXON, holm, paired_wilcoxon
+from fsad_bench.report.stats import (
+    MIN_FRIEDMAN_DATASETS,
+    MIN_FRIEDMAN_METHODS,
+    MIN_WILCOXON,
+    holm,
+    paired_wilcoxon,
+)
+from fsad_bench.report.text import Explained, needs_line
 
 if TYPE_CHECKING:
     from fsad_bench.report.presentation import Presentation
@@ -35,14 +42,17 @@ METRICS = ("auc_roc", "auc_pr", "pixel_auc_per_image", "pixel_auc_pooled")
 #: the two ways of counting datasets in the paper's tests: p-value (9) and p-value (23)
 LEVELS = {"per_dataset": "a multi-category dataset such as MVTec AD as one, the mean of its categories",
           "per_category": "each category of a multi-category dataset as a dataset"}
-SEED_SPREAD_NOTE = ("± = seed spread: population std over seeds of a dataset's AUC (an average row: of its "
-                    "per-seed average); the spread over datasets is reported separately")
+SEED_SPREAD_NOTE = Explained("± = seed spread: population std over seeds of a dataset's AUC (an average row: "
+                             "of its per-seed average); the spread over datasets is reported separately")
+#: how the lines that say a statistic needs more datasets name the two ways of counting (LEVELS)
+LEVEL_COUNTS = {"per_dataset": "counting a multi-category dataset as one",
+                "per_category": "counting each category row as a dataset"}
 
 
 #: marks a table cell whose mean includes results the detector flagged (e.g. diverged training)
 FLAG_MARK = "†"
-NAN_NOTE = ("NaN: a seed's AUC is missing (NaN) in the input, so the cell's mean is undefined; the "
-            "dataset leaves that method's tests")
+NAN_NOTE = Explained("NaN: a seed's AUC is missing (NaN) in the input, so the cell's mean is undefined; the "
+                     "dataset leaves that method's tests")
 
 
 @dataclass
@@ -53,6 +63,8 @@ class Row:
     group: str = ""  # the dataset the row belongs to (Table 3's tier-1 set)
     #: method -> names of the flags among the results of the cell (marked FLAG_MARK)
     flags: dict[str, list[str]] = field(default_factory=dict)
+    #: method -> number of seeds in the cell (absent: not known); one seed prints '(1 seed)', not ± 0
+    seeds: dict[str, int] = field(default_factory=dict)
 
     def mark(self, method: str) -> str:
         """' †' when the cell of ``method`` includes flagged results, else ''."""
@@ -119,6 +131,12 @@ class Table:
     unit_nan: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     #: the levels (LEVELS) whose p-value rows the paper prints for this layout; others are marked (ours)
     paper_pvalue_levels: tuple[str, ...] = ()
+
+    @property
+    def max_seeds(self) -> int | None:
+        """The most seeds of any cell (None: not known), so whether any ± is a measured seed spread."""
+        counts = [n for r in self.rows for n in r.seeds.values()]
+        return max(counts) if counts else None
 
 
 def long_rows(cells: pd.DataFrame, metric: str = "auc_roc") -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -252,6 +270,8 @@ def build_table(df: pd.DataFrame, multi: bool = False, spec: Presentation | None
                 cm = c[c.method == m]
                 if len(cm):
                     row.cells[m] = (nan_mean(cm.value), nan_std(cm.value))
+                    if "seed" in cm.columns:
+                        row.seeds[m] = int(cm.seed.nunique())
                     units["per_category"][(f"{dataset}/{cat}", m)] = row.cells[m]
                     row.flags[m] = _names_of_flags(cm)
                     where = f"{_display(dataset)}/{cat}" if many else _display(dataset)
@@ -267,6 +287,7 @@ def build_table(df: pd.DataFrame, multi: bool = False, spec: Presentation | None
                 cat_means = dm.groupby("category").value.apply(nan_mean)
                 per_seed = dm.groupby("seed").value.apply(nan_mean)
                 row.cells[m] = (nan_mean(cat_means), nan_std(per_seed))
+                row.seeds[m] = len(per_seed)
                 row.flags[m] = _names_of_flags(dm)
                 units["per_dataset"][(dataset, m)] = row.cells[m]
             rows.append(row)
@@ -285,23 +306,55 @@ def build_table(df: pd.DataFrame, multi: bool = False, spec: Presentation | None
     if not any_many:
         table.unit_means.pop("per_category", None)  # no multi-category dataset: the levels coincide
         table.unit_seed_std.pop("per_category", None)
+    few: dict[str, int] = {}  # level -> its number of datasets, where too few for a p-value
     if table.reference is not None:
         for level, matrix in table.unit_means.items():
-            _add_pvalue_rows(table, level, matrix)
-        table.notes.append(f"p-value: paired two-sided Wilcoxon signed-rank test of "
-                           f"{table.names[table.reference]} vs each method over the per-dataset means as "
-                           "displayed (3 decimals), as the paper computed its p-values (scipy's defaults); "
-                           f"(N) = number of datasets paired; n/a below {MIN_WILCOXON} datasets, where no "
-                           "p-value can reach 0.05. Rows marked (ours) are not in the paper; Holm p: the "
-                           "same p-values Holm-corrected for the family of comparisons in its row.")
+            if not _add_pvalue_rows(table, level, matrix):
+                few[level] = len(matrix)
+    if table.pvalue_rows:
+        table.notes.append(Explained(
+            f"p-value: paired two-sided Wilcoxon signed-rank test of {table.names[table.reference]} vs each "
+            "method over the per-dataset means as displayed (3 decimals), as the paper computed its p-values "
+            f"(scipy's defaults); (N) = number of datasets paired; n/a below {MIN_WILCOXON} datasets, where "
+            "no p-value can reach 0.05. Rows marked (ours) are not in the paper; Holm p: the same p-values "
+            "Holm-corrected for the family of comparisons in its row."))
+    table.notes += statistics_needs(table, few)
     if any(np.isnan(mean) for r in rows for mean, _ in r.cells.values()):
         table.notes.append(NAN_NOTE)
     if flagged:
         table.notes.append(f"{FLAG_MARK} = the cell's mean includes results flagged as suspect (kept, not "
                            "dropped):")
         table.notes += flagged
-    table.notes.append(SEED_SPREAD_NOTE)
+    if table.max_seeds == 1:
+        table.notes.append(needs_line("the seed spread (±)", 2, "seeds", 1, " per cell", verb="needs"))
+    else:
+        table.notes.append(SEED_SPREAD_NOTE)
     return table
+
+
+def count_text(counts: dict[str, int]) -> tuple[int, str]:
+    """A table's datasets as a needs line says them: (the count of the first level, '' or ' (4 counting
+    each category row as a dataset)' when the table has both levels)."""
+    first = counts.get("per_dataset", next(iter(counts.values()), 0))
+    both = "per_dataset" in counts and "per_category" in counts
+    return first, (f" ({counts['per_category']} {LEVEL_COUNTS['per_category']})" if both else "")
+
+
+def statistics_needs(table: Table, few: dict[str, int]) -> list[str]:
+    """The lines that stand for the tests a table has too few datasets for, instead of rows of n/a
+    (``few``: level -> its datasets, where too few for a p-value). One line when no level has enough
+    for a p-value, naming the rank tests too (they need as many datasets, with every method) where
+    there are methods enough for them; else one line per level that has too few."""
+    rank_tests = len(table.methods) >= MIN_FRIEDMAN_METHODS and all(
+        len(m.dropna()) < MIN_FRIEDMAN_DATASETS for m in table.unit_means.values())
+    every_level = bool(few) and set(few) == set(table.unit_means)
+    if every_level or (table.reference is None and rank_tests and table.unit_means):
+        what = " and ".join((["p-values"] if every_level else []) + (["rank tests"] if rank_tests else []))
+        have, more = count_text(few if every_level else {k: len(m) for k, m in table.unit_means.items()})
+        need = MIN_WILCOXON if every_level else MIN_FRIEDMAN_DATASETS
+        return [needs_line(what, need, "datasets", have, more)]
+    return [needs_line(f"p-values {LEVEL_COUNTS[level]}", MIN_WILCOXON, "datasets", n)
+            for level, n in few.items()]
 
 
 def unit_label(level: str, unit: str) -> str:
@@ -323,9 +376,11 @@ def left_out(table: Table, level: str, matrix: pd.DataFrame, methods: list[str])
     return out
 
 
-def _add_pvalue_rows(table: Table, level: str, matrix: pd.DataFrame) -> None:
+def _add_pvalue_rows(table: Table, level: str, matrix: pd.DataFrame) -> bool:
     """'p-value (N)' (raw, the paper's test on the displayed means) and 'Holm p (N) (ours)' rows of the
-    reference vs each other method; a level the paper does not print is marked (ours) too."""
+    reference vs each other method; a level the paper does not print is marked (ours) too. None when
+    no pair reaches the datasets a p-value needs (False; the table says so in one line, not a row of
+    n/a): a note still names the datasets a pair left out."""
     ref = table.reference
     shown = matrix.apply(lambda column: column.map(as_displayed))
     tests, dropped = {}, {}
@@ -340,6 +395,8 @@ def _add_pvalue_rows(table: Table, level: str, matrix: pd.DataFrame) -> None:
         if units:
             table.notes.append(f"p-value ({n}){ours}, {table.names[ref]} vs {table.names[m]}: pairs "
                                f"{tests[m].n} of {len(matrix)} datasets; left out: {'; '.join(units)}")
+    if n < MIN_WILCOXON:
+        return False
     reasons = sorted({t.reason for t in tests.values() if t.p_value is None})
     if reasons:
         table.notes.append(f"p-value ({n}){ours} n/a: {'; '.join(reasons)}")
@@ -353,6 +410,7 @@ def _add_pvalue_rows(table: Table, level: str, matrix: pd.DataFrame) -> None:
         adjusted = holm({m: t.p_value for m, t in tests.items()})
         table.pvalue_rows.append((f"Holm p ({n}) (ours)", {ref: "-"} | {
             m: fmt(adjusted[m]) for m in tests}))
+    return True
 
 
 def run_header(df: pd.DataFrame, spec: Presentation | None = None) -> list[str]:

@@ -32,10 +32,11 @@ from fsad_bench.configuration import DETECTOR_COLUMNS, config_id, config_items
 from fsad_bench.data.cache import data_fingerprint, load_category
 from fsad_bench.data.layout import CategoryIndex, scan_category
 from fsad_bench.data.registry import dataset_dir
-from fsad_bench.detectors.base import TrainSet
+from fsad_bench.detectors.base import Detector, TrainSet
 from fsad_bench.detectors.registry import identify_detector, load_detector
 from fsad_bench.errors import SkipCell, UserError
 from fsad_bench.metrics import image_metrics, pixel_metrics
+from fsad_bench.per_image import GALLERY_K, GALLERY_KEY, THUMB_PX, THUMB_QUALITY, ranks, worst
 from fsad_bench.precision import use_true_float32
 from fsad_bench.splits import SPLIT_RULES
 from fsad_bench.store import CellResult
@@ -161,10 +162,73 @@ def _png_b64(array: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+def _thumbnail(array: np.ndarray, px: int = THUMB_PX) -> str:
+    """A small copy of an image (uint8 (H, W, 3)) or of an anomaly map (float (H, W) in [0, 1], as 8-bit
+    grey), its longer side at most ``px``, as JPEG, base64 (JPEG: a quarter of a PNG's bytes for
+    photographs and textures, half for maps)."""
+    if array.ndim == 2:
+        array = (np.clip(np.nan_to_num(array), 0, 1) * 255).round().astype(np.uint8)
+    image = Image.fromarray(array)
+    image.thumbnail((px, px), Image.Resampling.BILINEAR)  # only ever shrinks
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=THUMB_QUALITY, optimize=True)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def has_explain(detector: Any) -> bool:
+    """Whether the detector's class implements ``explain`` (the base class's returns None)."""
+    return getattr(type(detector), "explain", Detector.explain) is not Detector.explain
+
+
+def gallery(detector: Any, images: np.ndarray, scores: list[float], labels: np.ndarray, files: list[str],
+            maps: np.ndarray | None = None, k: int = GALLERY_K) -> dict[str, Any]:
+    """What the HTML report's gallery shows of a cell (a report reads only the store): the ``k`` worst
+    false positives and false negatives (:func:`fsad_bench.per_image.worst`) with file, label, score,
+    rank and a thumbnail, and, where the detector has ``explain``, its map of each. ``images``: the
+    test images as the detector saw them; ``maps``: explain maps of all of them when the cell already
+    made them (a localisation protocol), else one ``explain`` call on the <= 2k images shown. A
+    detector may scale its maps jointly over one call (PatchCore's are scaled to the call's maximum):
+    such maps compare only within the call that made them, which the gallery's ``maps`` names. A
+    failing ``explain`` leaves the maps out and says why; it never fails the cell."""
+    fps, fns = worst(scores, labels, files, k)
+    rank = ranks(scores, files)
+    shown = fps + fns
+    out: dict[str, Any] = {"k": k, "px": THUMB_PX, "image_format": "jpeg", "map_format": "jpeg",
+                           "n_test": len(scores), "maps": ""}
+    picked = None
+    if not has_explain(detector):
+        out["maps"] = "none: the method has no explain()"
+    elif maps is not None:
+        picked, out["maps"] = maps[shown], "explain() of the whole test set, in one call"
+    elif shown:
+        try:
+            made = detector.explain(images[shown])
+            if made is None:
+                out["maps"] = "none: explain() returned none"
+            else:
+                picked = np.asarray(made, dtype=np.float64)
+                if picked.shape[0] != len(shown) or picked.ndim != 3:
+                    raise ValueError(f"maps of shape {picked.shape} for {len(shown)} images")
+                out["maps"] = f"explain() of these {len(shown)} images, in one call"
+        except Exception as exc:  # the gallery is a view of the cell, not part of its result
+            picked, out["maps"] = None, f"none: explain() failed ({type(exc).__name__}: {str(exc)[:300]})"
+    for kind, which in (("false_positives", fps), ("false_negatives", fns)):
+        out[kind] = []
+        for i in which:
+            entry = {"file": files[i], "label": int(labels[i]), "score": float(scores[i]),
+                     "rank": int(rank[i]), "image": _thumbnail(images[i])}
+            if picked is not None:
+                entry["map"] = _thumbnail(picked[shown.index(i)])
+            out[kind].append(entry)
+    return out
+
+
 def _pixel_metrics(detector: Any, images: np.ndarray, masks: np.ndarray, test_idx: np.ndarray,
-                   test_labels: np.ndarray, classes: list[str]) -> tuple[dict[str, Any], list[dict]]:
+                   test_labels: np.ndarray, classes: list[str]
+                   ) -> tuple[dict[str, Any], list[dict], np.ndarray]:
     """Localisation metrics from ``explain`` maps of every test image (see metrics.pixel_metrics),
-    and one example per defect class (image, mask, map as PNG) for the heat-map panels (Fig. 5)."""
+    one example per defect class (image, mask, map as PNG) for the heat-map panels (Fig. 5), and the
+    maps."""
     if not masks[test_idx[test_labels == 1]].any():
         raise SkipCell("no pixel masks for the test anomalies of this category")
     maps = detector.explain(images[test_idx])
@@ -179,7 +243,7 @@ def _pixel_metrics(detector: Any, images: np.ndarray, masks: np.ndarray, test_id
             examples.append({"class": classes[i], "image": _png_b64(images[i]),
                              "mask": _png_b64(masks[i] * 255),
                              "map": _png_b64((np.clip(maps[pos], 0, 1) * 255).astype(np.uint8))})
-    return pixel_metrics(maps, masks[test_idx], test_labels), examples
+    return pixel_metrics(maps, masks[test_idx], test_labels), examples, maps
 
 
 def _flags(raw: Any) -> list[dict[str, str]]:
@@ -237,9 +301,10 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> Cel
             raise RuntimeError(f"detector returned {int((~np.isfinite(scores)).sum())} non-finite scores "
                                f"(NaN or inf) of {len(scores)}")
         metrics = image_metrics(split.test_labels, scores)
+        maps = None
         if cell.pixel_metrics:
-            pixel, examples = _pixel_metrics(detector, data.images, data.masks, split.test_idx,
-                                             split.test_labels, index.cls)
+            pixel, examples, maps = _pixel_metrics(detector, data.images, data.masks, split.test_idx,
+                                                   split.test_labels, index.cls)
             metrics.update(pixel)
         result.auc_roc, result.auc_pr = metrics["auc_roc"], metrics["auc_pr"]
         result.metrics = metrics
@@ -247,6 +312,10 @@ def run_cell(cell: Cell, device: str = "cpu", threads: int | None = None) -> Cel
         result.scores = {"scores": scores.round(6).tolist(), "labels": split.test_labels.tolist()}
         if cell.pixel_metrics:
             result.scores["examples"] = examples
+        # last: its explain() call comes after everything the cell's numbers are made of
+        test_files = [index.files[i] for i in split.test_idx]
+        result.scores[GALLERY_KEY] = gallery(detector, data.images[split.test_idx], result.scores["scores"],
+                                             split.test_labels, test_files, maps)
         result.info = {**detector.info, **precision}
         result.flags = _flags(getattr(detector, "flags", []))
         result.status = "ok"
