@@ -172,6 +172,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.long and args.format != "csv":
         raise UserError(f"--long is for --format csv (got --format {args.format}; parquet is always one row "
                         "per cell)")
+    if args.from_csv and args.folder:
+        raise UserError(f"report takes a results folder or --from-csv FILE, not both (got {args.folder} and "
+                        f"--from-csv {args.from_csv}): give one of them")
     if args.from_csv:
         if args.format == "html":
             raise UserError("--format html needs a results folder (it embeds run settings and figures)")

@@ -39,6 +39,7 @@ from fsad_bench.report.tables import (
     nan_std,
     open_set_frame,
     run_header,
+    settings_lines,
 )
 
 #: MVTec AD's texture categories (the rest are objects) and the embedded textures (Table 4's groups)
@@ -247,7 +248,10 @@ def protocol_parts(df: pd.DataFrame, pres: Presentation, fmt: str, metric: str, 
     groups = config_groups(df, layout.axis(pres.spec), pres.name)
     parts: list[Part] = []
     for i, group in enumerate(groups):
-        lines = list(header)
+        # the settings line (tables.settings_lines) says the settings of this table, not the folder's
+        lines = [line for line in header if not line.startswith("settings: ")]
+        if len(lines) < len(header):
+            lines += settings_lines(group.rows, pres)
         suffix = ""
         if len(groups) > 1:
             suffix = f"-cfg{i + 1}"
