@@ -146,7 +146,9 @@ def _grid(req: RunRequest, prepare: bool = False) -> _Grid:
     if req.rerun not in RERUN_CHOICES:
         raise UserError(f"unknown --rerun {req.rerun!r}; choose one of {', '.join(RERUN_CHOICES)}")
     out = check_output_dir(Path(req.out) if req.out is not None else default_results_dir(spec.name))
-    check_store(out)  # an empty, damaged, foreign or read-only results.sqlite: refused by both
+    # an empty, damaged, foreign or read-only results.sqlite, or a finished row that cannot be trusted:
+    # refused by a run and its dry run alike, before anything is resolved, printed or written
+    check_store(out, check_done=req.rerun == "failed")
     names, classes = _split_methods(req.methods)
     _check_importable(classes, req.execution)
     if req.mlflow:
@@ -252,17 +254,14 @@ def execute(req: RunRequest) -> RunOutcome:
 
 # --- reading results ------------------------------------------------------------------------------
 
-def _stored(folder: Path, with_blobs: bool = False, check_done: bool = False) -> pd.DataFrame | None:
+def _stored(folder: Path, with_blobs: bool = False) -> pd.DataFrame | None:
     """The store's rows, or None when the folder has no store; read as it is (nothing is created or
-    changed). A file that is empty or no results store is a StoreError, as a run would refuse it;
-    ``check_done``: so is a finished row a run could not trust (``ResultStore.done_keys``)."""
+    changed). A file that is empty or no results store is a StoreError, as a run would refuse it."""
     from fsad_bench.store import STORE_NAME, ResultStore
 
     if not (Path(folder) / STORE_NAME).exists():
         return None
     with ResultStore(folder, create=False) as store:
-        if check_done:
-            store.done_keys()
         return store.dataframe(with_blobs=with_blobs)
 
 
@@ -463,7 +462,7 @@ def plan(req: RunRequest) -> GridPlan:
     g = _grid(req)  # a dry run only lists the preparations: it writes nothing, not even a prepared dataset
     if g.grid.pending:
         return GridPlan(g.grid, g.out, {}, {}, None)
-    stored = _stored(g.out, check_done=req.rerun == "failed")
+    stored = _stored(g.out)
     keys = {c.key for c in g.cells}
     state = {} if stored is None else {k: s for k, s in zip(stored["key"], stored["status"]) if k in keys}
     workers = None

@@ -5,8 +5,11 @@ the cells that were running. Rows with status 'ok' or 'skipped' are not rerun; '
 retried and overwritten.
 
 Faults are never silent. Opening an existing store runs ``PRAGMA integrity_check``; a file that is
-not a database, a corrupt one, a row whose JSON cannot be decoded or an 'ok' row without a finite
-AUC is a one-line :class:`StoreError` (exit 2), never "already finished". A store locked by another
+empty (0 bytes), not a database, a corrupt one, another program's database (no ``cells`` table), a
+row whose JSON cannot be decoded or an 'ok' row without a finite AUC is a one-line
+:class:`StoreError` (exit 2), never "already finished" and never a new store (``run`` refuses an
+empty file too: see :class:`ResultStore`). Reports and dry runs open a store with ``create=False``,
+which reads it without changing it. A store locked by another
 process is waited for (``BUSY_TIMEOUT_S``). Every write checks that the file at the store's path is
 still the one that was opened (device and inode) and that the row count did not drop, so a store that
 is deleted, replaced or truncated during a run stops the run. A read-only folder opens read-only
@@ -138,10 +141,12 @@ def _writable(folder: Path, path: Path) -> bool:
     return os.access(folder, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
-def check_store(folder: str | Path) -> None:
+def check_store(folder: str | Path, check_done: bool = True) -> None:
     """What a run would refuse about the results store of ``folder``, checked without writing anything
     (a run and its dry run both call this first): an existing ``results.sqlite`` that is empty, no
-    SQLite database, damaged, another program's database or read-only. No store yet is fine."""
+    SQLite database, damaged, another program's database or read-only, and (``check_done``, a run
+    that skips finished cells) a finished row it could not trust (:meth:`ResultStore.done_keys`).
+    No store yet is fine."""
     folder = Path(folder)
     path = folder / STORE_NAME
     check_store_file(path, must_exist=False)
@@ -149,7 +154,9 @@ def check_store(folder: str | Path) -> None:
         return
     if not _writable(folder, path):
         raise StoreError(f"results store {path} is read-only; choose a writable --out")
-    ResultStore(folder, create=False).close()  # integrity_check and the cells table
+    with ResultStore(folder, create=False) as store:  # integrity_check and the cells table
+        if check_done:
+            store.done_keys()
 
 
 class ResultStore:

@@ -404,7 +404,8 @@ def _not_applicable(cells: list[Cell], refusals: dict[str, Exception], spec: Pro
         return f"{cell.dataset}/{cell.category} {_setting_text(cell.setting)}: {refusals[cell.key]}"
 
     def command(group_cells: list[Cell]) -> str:
-        fits = _fits([refusals[c.key] for c in group_cells])
+        fits = {k: v for k, v in _fits([refusals[c.key] for c in group_cells]).items()
+                if k in spec.settings}  # what --set can change (a [split_args] constant it cannot)
         if not fits:
             return ""
         changes = {k: _fitting_values(cells, fits, {c.setting.get(k) for c in group_cells}, k) for k in fits}
