@@ -138,11 +138,23 @@ def _grid(req: RunRequest, prepare: bool = False) -> _Grid:
     from fsad_bench.protocol import load_protocol
     from fsad_bench.runner.generator import prepare as take
     from fsad_bench.runner.generator import resolve_grid
+    from fsad_bench.runner.runner import RERUN_CHOICES
+    from fsad_bench.store import check_store
 
     spec = load_protocol(req.protocol)
     req.execution.validate()  # before any cell is built or the store touched
+    if req.rerun not in RERUN_CHOICES:
+        raise UserError(f"unknown --rerun {req.rerun!r}; choose one of {', '.join(RERUN_CHOICES)}")
     out = check_output_dir(Path(req.out) if req.out is not None else default_results_dir(spec.name))
+    # an empty, damaged, foreign or read-only results.sqlite, or a finished row that cannot be trusted:
+    # refused by a run and its dry run alike, before anything is resolved, printed or written
+    check_store(out, check_done=req.rerun == "failed")
     names, classes = _split_methods(req.methods)
+    _check_importable(classes, req.execution)
+    if req.mlflow:
+        from fsad_bench.tracking import _mlflow
+
+        _mlflow()  # the package is there (a real run also connects to the URI, which a dry run does not)
     run_classes = {**classes, **{_class_path(c): c for c in classes.values()}}
     named = dataclasses.replace(req, methods=names)
     with registered_for_run(run_classes):
@@ -153,6 +165,23 @@ def _grid(req: RunRequest, prepare: bool = False) -> _Grid:
         if cell.method in classes:
             cell.detector = _class_path(classes[cell.method])
     return _Grid(grid, out, run_classes)
+
+
+def _check_importable(classes: dict[str, type], execution: ExecConfig) -> None:
+    """Detector classes given directly must be importable by worker processes when cells leave this
+    process (a cluster, or more than one local worker)."""
+    if not classes:
+        return
+    from fsad_bench.runner.executors import plan_slots, resolve_device
+
+    leaves_process = execution.executor != "local" or plan_slots(
+        resolve_device(execution.device), execution.jobs, execution.cells_per_gpu).limit > 1
+    for cls in classes.values():
+        reason = _not_importable(cls) if leaves_process else ""
+        if reason:
+            raise UserError(f"detector class {_class_path(cls)} cannot run in worker processes: "
+                            f"{reason}; move it into a module on the path (e.g. my_detectors.py) or "
+                            "run with jobs=1 (cells then run in this process)")
 
 
 def _say(text: str) -> None:
@@ -194,13 +223,6 @@ def execute(req: RunRequest) -> RunOutcome:
     executor = Execution(req.execution)  # connects to a cluster: an unreachable one fails before the store
     tracker = None
     try:
-        leaves_process = req.execution.executor != "local" or executor.workers > 1
-        for name, cls in g.run_classes.items():
-            reason = _not_importable(cls) if leaves_process and ":" not in name else ""
-            if reason:
-                raise UserError(f"detector class {_class_path(cls)} cannot run in worker processes: "
-                                f"{reason}; move it into a module on the path (e.g. my_detectors.py) or "
-                                "run with jobs=1 (cells then run in this process)")
         if req.mlflow:
             from fsad_bench.tracking import MlflowTracker, TrackedStore, default_experiment
 
@@ -233,12 +255,13 @@ def execute(req: RunRequest) -> RunOutcome:
 # --- reading results ------------------------------------------------------------------------------
 
 def _stored(folder: Path, with_blobs: bool = False) -> pd.DataFrame | None:
-    """The store's rows, or None when the folder has no store (nothing is created)."""
+    """The store's rows, or None when the folder has no store; read as it is (nothing is created or
+    changed). A file that is empty or no results store is a StoreError, as a run would refuse it."""
     from fsad_bench.store import STORE_NAME, ResultStore
 
-    if not (Path(folder) / STORE_NAME).is_file():
+    if not (Path(folder) / STORE_NAME).exists():
         return None
-    with ResultStore(folder) as store:
+    with ResultStore(folder, create=False) as store:
         return store.dataframe(with_blobs=with_blobs)
 
 
@@ -320,13 +343,20 @@ class GridPlan:
         return self.grid.pending
 
     def to_run(self) -> list[Cell]:
-        return [c for c in self.cells if self.state.get(c.key) not in ("ok", "skipped")]
+        """The cells a run would compute (not those it stores as not applicable without running)."""
+        return [c for c in self.cells
+                if self.state.get(c.key) not in ("ok", "skipped") and not c.not_applicable]
+
+    def not_applicable(self) -> list[Cell]:
+        """The cells a run would store as not applicable ('skipped') without running them."""
+        return [c for c in self.cells if self.state.get(c.key) not in ("ok", "skipped") and c.not_applicable]
 
     def frame(self) -> pd.DataFrame:
-        """One row per cell: dataset, category, method, seed, setting, status ('to run' or the stored
-        one), est_s (the per-cell estimate)."""
+        """One row per cell: dataset, category, method, seed, setting, status ('to run', 'skipped' for a
+        cell whose data cannot hold its setting, or the stored one), est_s (the per-cell estimate)."""
         rows = [{"dataset": c.dataset, "category": c.category, "method": c.method, "seed": c.seed,
-                 "setting": c.setting, "status": self.state.get(c.key, "to run"),
+                 "setting": c.setting,
+                 "status": self.state.get(c.key, "skipped" if c.not_applicable else "to run"),
                  "est_s": self.estimates[c.method, c.dataset].seconds, "key": c.key} for c in self.cells]
         return pd.DataFrame(rows, columns=["dataset", "category", "method", "seed", "setting", "status",
                                            "est_s", "key"])
@@ -358,10 +388,13 @@ class GridPlan:
             table.append([ds, sub["category"].nunique(), *[int(counts.get(m, 0)) for m in methods], len(sub)])
         table.append(["total", "", *[int((df["method"] == m).sum()) for m in methods], len(df)])
         lines.append(tabulate(table, headers=["cells", "categories", *methods, "total"], tablefmt="github"))
-        n = df["status"].value_counts()
         todo = self.to_run()
+        state = pd.Series([self.state.get(c.key, "") for c in self.cells])
+        n = state.value_counts()
+        skip = self.not_applicable()
         lines.append(f"in the store: {int(n.get('ok', 0))} finished, {int(n.get('skipped', 0))} not "
-                     f"applicable, {int(n.get('failed', 0))} failed (rerun); to run: {len(todo)}")
+                     f"applicable, {int(n.get('failed', 0))} failed (rerun); to run: {len(todo)}"
+                     + (f"; not applicable, stored without running: {len(skip)}" if skip else ""))
         lines.append(self._time_text(todo))
         return "\n".join(lines) + "\n"
 

@@ -168,6 +168,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.long and args.format != "csv":
         raise UserError(f"--long is for --format csv (got --format {args.format}; parquet is always one row "
                         "per cell)")
+    if args.from_csv and args.folder:
+        raise UserError(f"report takes a results folder or --from-csv FILE, not both (got {args.folder} and "
+                        f"--from-csv {args.from_csv}): give one of them")
     if args.per_image and (args.format not in ("csv", "parquet") or args.long or args.from_csv):
         raise UserError("--per-image exports a results folder's test images: give DIR with --format csv or "
                         "parquet, without --long or --from-csv")

@@ -18,6 +18,20 @@ class DataError(UserError):
     """A dataset, image or mask that is missing, malformed or unreadable."""
 
 
+class SettingDoesNotFit(UserError):
+    """A split setting the category's data cannot hold (Q1: more labelled anomalies than half of the
+    category's anomalies). ``fits``: the setting values that would fit (``{"n_anomaly": 7}``).
+
+    The grid resolution decides what it means (:mod:`fsad_bench.runner.generator`): a value the user
+    set with ``--set`` that no category can hold is an error, a spec's value that some categories
+    cannot hold makes their cells not applicable. A cell built without the resolution fails with it.
+    """
+
+    def __init__(self, message: str, fits: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.fits = dict(fits or {})
+
+
 class WeightsUnavailableError(UserError):
     """Pretrained weights were requested but are not in the torch cache and cannot be downloaded."""
 

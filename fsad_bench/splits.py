@@ -17,7 +17,7 @@ from pydantic import Field
 
 from fsad_bench.data.layout import CategoryIndex
 from fsad_bench.detectors.hparams import NonNegInt, PositiveInt
-from fsad_bench.errors import SkipCell, UserError
+from fsad_bench.errors import SettingDoesNotFit, SkipCell, UserError
 from fsad_bench.registry import Registry
 
 #: split rules by name (a protocol spec's ``split``)
@@ -56,14 +56,16 @@ def q1_split(index: CategoryIndex, n_anomaly: NonNegInt, seed: int) -> Split:
     """Q1: ``n_anomaly`` test anomalies of any class, drawn with ``seed``, become labelled training
     anomalies and leave the test set. Train normals = train/good; test = test/good + the rest.
 
-    As in the authors' code, asking for more than half of the available anomalies is refused.
+    As in the authors' code, asking for more than half of the available anomalies is refused
+    (:class:`SettingDoesNotFit`, with the largest ``n_anomaly`` that fits).
     """
     anomalies = index.where("test", anomalous=True)
     if n_anomaly < 0:
         raise UserError(f"n_anomaly must be >= 0, got {n_anomaly}")
     if n_anomaly > len(anomalies) // 2:
-        raise UserError(f"n_anomaly={n_anomaly} is more than half of the {len(anomalies)} anomalies in "
-                        f"{index.root}; use n_anomaly <= {len(anomalies) // 2}")
+        raise SettingDoesNotFit(f"n_anomaly={n_anomaly} is more than half of the {len(anomalies)} anomalies "
+                                f"in {index.root}; use n_anomaly <= {len(anomalies) // 2}",
+                                fits={"n_anomaly": len(anomalies) // 2})
     labelled = np.sort(np.random.default_rng(seed).permutation(anomalies)[:n_anomaly])
     train_idx, train_labels, test = _train_test(index, labelled, labelled)
     return Split(train_idx, train_labels, test, index.labels[test],

@@ -5,8 +5,11 @@ the cells that were running. Rows with status 'ok' or 'skipped' are not rerun; '
 retried and overwritten.
 
 Faults are never silent. Opening an existing store runs ``PRAGMA integrity_check``; a file that is
-not a database, a corrupt one, a row whose JSON cannot be decoded or an 'ok' row without a finite
-AUC is a one-line :class:`StoreError` (exit 2), never "already finished". A store locked by another
+empty (0 bytes), not a database, a corrupt one, another program's database (no ``cells`` table), a
+row whose JSON cannot be decoded or an 'ok' row without a finite AUC is a one-line
+:class:`StoreError` (exit 2), never "already finished" and never a new store (``run`` refuses an
+empty file too: see :class:`ResultStore`). Reports and dry runs open a store with ``create=False``,
+which reads it without changing it. A store locked by another
 process is waited for (``BUSY_TIMEOUT_S``). Every write checks that the file at the store's path is
 still the one that was opened (device and inode) and that the row count did not drop, so a store that
 is deleted, replaced or truncated during a run stops the run. A read-only folder opens read-only
@@ -119,23 +122,71 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def check_store_file(path: Path, must_exist: bool = True) -> None:
+    """StoreError (one line) when ``path`` cannot be a results store: missing (with ``must_exist``),
+    not a file, or empty (0 bytes). What is inside a non-empty file is checked on open."""
+    if not path.exists():
+        if must_exist:
+            raise StoreError(f"no results store at {path}; run 'fsad-bench run --out {path.parent}' first")
+        return
+    if not path.is_file():
+        raise StoreError(f"{path} is not a file: not a results store; move it away or choose another --out")
+    if path.stat().st_size == 0:
+        raise StoreError(f"results store {path} is empty (0 bytes): not a results store (a failed copy, "
+                         "sync or disk leaves such a file); restore it from a backup, or delete it and rerun "
+                         "to compute every cell into a new store")
+
+
 def _writable(folder: Path, path: Path) -> bool:
     return os.access(folder, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
+def check_store(folder: str | Path, check_done: bool = True) -> None:
+    """What a run would refuse about the results store of ``folder``, checked without writing anything
+    (a run and its dry run both call this first): an existing ``results.sqlite`` that is empty, no
+    SQLite database, damaged, another program's database or read-only, and (``check_done``, a run
+    that skips finished cells) a finished row it could not trust (:meth:`ResultStore.done_keys`).
+    No store yet is fine."""
+    folder = Path(folder)
+    path = folder / STORE_NAME
+    check_store_file(path, must_exist=False)
+    if not path.exists():
+        return
+    if not _writable(folder, path):
+        raise StoreError(f"results store {path} is read-only; choose a writable --out")
+    with ResultStore(folder, create=False) as store:  # integrity_check and the cells table
+        if check_done:
+            store.done_keys()
+
+
 class ResultStore:
-    """``readonly``: None = read-only only when the folder (or the file) cannot be written."""
+    """``readonly``: None = read-only only when the folder (or the file) cannot be written.
+
+    ``create`` (a run): the folder, file and tables are made when missing and an older store gets the
+    columns it lacks. ``create=False`` (a report, a dry run, ``load_results``): the store must exist
+    and is read as it is: no folder, file, table or column is made and the journal mode is left
+    alone, so reading never modifies it (:meth:`describe` may add its two description tables, see
+    :mod:`fsad_bench.upgrade`). Either way a file that is empty (0 bytes), not an SQLite database, or
+    a database without a ``cells`` table is refused with one line, never taken for an empty store:
+    an empty file is what a failed copy or sync leaves, and writing a new store into it could replace
+    the results it stands for.
+    """
 
     def __init__(self, folder: str | Path, readonly: bool | None = None,
-                 busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+                 busy_timeout_s: float = BUSY_TIMEOUT_S, create: bool = True) -> None:
         self.folder = Path(folder)
         self.path = self.folder / STORE_NAME
         self.busy_timeout_s = busy_timeout_s
         self._copy: Path | None = None  # a private copy of a read-only store that has a WAL to replay
-        existed = self.path.exists() and self.path.stat().st_size > 0
+        check_store_file(self.path, must_exist=not create)
+        existed = self.path.exists()
         self.readonly = (existed and not _writable(self.folder, self.path)) if readonly is None else readonly
         if self.readonly:
             self.con = self._connect_readonly()
+        elif not create:
+            with self._errors("open"):  # mode=rw: never creates the file (a reading connection)
+                self.con = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=rw", uri=True,
+                                           timeout=busy_timeout_s)
         else:
             try:
                 self.folder.mkdir(parents=True, exist_ok=True)
@@ -148,7 +199,8 @@ class ResultStore:
             self.con.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             if existed:
                 self._check_integrity(self.con)
-            if not self.readonly:
+                self._check_cells_table(self.con)
+            if create and not self.readonly:
                 self.con.execute("PRAGMA journal_mode=WAL")
                 cols = ", ".join(f"{k} {t}" for k, t in _COLUMNS.items())
                 self.con.execute(f"CREATE TABLE IF NOT EXISTS cells ({cols})")
@@ -162,6 +214,15 @@ class ResultStore:
                                  "move it away or choose another --out")
             self._rows = self._count()
         self._identity = self._file_identity()
+
+    def _check_cells_table(self, con: sqlite3.Connection) -> None:
+        """StoreError when an existing database has tables but no ``cells`` table: another program's
+        database, into which a run must not write its own tables."""
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "cells" not in tables:
+            raise StoreError(f"{self.path} is a database without a 'cells' table (it has "
+                             f"{', '.join(sorted(tables)[:3])}): not a results store; move it away or choose "
+                             "another --out")
 
     # --- opening ----------------------------------------------------------------------------------
 
@@ -272,7 +333,7 @@ class ResultStore:
         decoded first: one that cannot be read is an error, never a finished cell."""
         done = set()
         with self._errors("read"):
-            rows = self.con.execute(f"SELECT key, status, auc_roc, {', '.join(sorted(_JSON))} FROM cells "
+            rows = self.con.execute(f"SELECT key, status, auc_roc, {self._select(sorted(_JSON))} FROM cells "
                                     "WHERE status IN ('ok', 'skipped')").fetchall()
         for key, status, auc, *blobs in rows:
             for column, text in zip(sorted(_JSON), blobs):
@@ -309,6 +370,8 @@ class ResultStore:
             raise StoreError(f"results store {self.path} is read-only; choose a writable --out")
         self.check_same_file()
         with self._errors("describe the runs in"), self.con:
+            for table in _DESCRIPTIONS:  # a store of fsad-bench 0.1 opened to be read lacks them
+                self.con.execute(f"CREATE TABLE IF NOT EXISTS {table} (name TEXT PRIMARY KEY, json TEXT)")
             for table, items in (("protocols", protocols), ("methods", methods)):
                 self.con.executemany(f"INSERT OR REPLACE INTO {table} (name, json) VALUES (?, ?)",
                                      [(name, json.dumps(v, sort_keys=True)) for name, v in items.items()])

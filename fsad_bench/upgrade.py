@@ -52,11 +52,13 @@ def presentation_of(protocol: str, methods: Iterable[str] = ()) -> Presentation:
 
 def describe_old_store(folder: str | Path) -> dict[str, dict[str, dict]] | None:
     """The description of ``folder``'s store with what it lacks filled in (see the module docstring),
-    written into the store when the folder is writable; None when there is no store."""
+    written into the store when the folder is writable (its two description tables and their rows:
+    nothing else of the store changes); None when there is no store. A store that is empty or no
+    store at all is a StoreError, never described."""
     folder = Path(folder)
-    if not (folder / STORE_NAME).is_file():
+    if not (folder / STORE_NAME).exists():
         return None
-    with ResultStore(folder) as store:
+    with ResultStore(folder, create=False) as store:
         cells = store.dataframe()
         described = store.descriptions()
         protocols = {p: spec_of(p).stored() for p in set(cells.protocol) - set(described["protocols"])}

@@ -300,3 +300,174 @@ def test_q2_uses_the_classes_of_a_user_category_named_like_a_paper_category(tmp_
     assert run_q(root, tmp_path / "q2", protocol="q2", dataset="rugs", seeds="0") == 0
     q2 = rows(tmp_path / "q2")
     assert sorted(s["known_class"] for s in q2.setting) == ["blob", "spot"] and (q2.status == "ok").all()
+
+
+# --- data that cannot hold a setting: decided before the grid, said once ---------------------------
+
+def _two_sizes(tmp_path: Path) -> tuple[Path, Path]:
+    """A user dataset 'mine' with a category of 24 anomalies ('big') and one of 14 ('c': q1's
+    n_anomaly=10 is more than half of them)."""
+    own = tmp_path / "own"
+    make_tiny_dataset(own, category="big", n_per_class=12)
+    make_tiny_dataset(own, category="c", n_per_class=7, seed=1)
+    root = tmp_path / "data"
+    assert add(root, "mine", "--path", str(own)) == 0
+    return root, own
+
+
+def _na_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("not applicable")]
+
+
+def test_a_spec_setting_a_category_cannot_hold_is_not_applicable_said_once_before_the_grid(tmp_path, capsys):
+    root, own = _two_sizes(tmp_path)
+    out = tmp_path / "out"
+    argv = ["run", "--methods", BRIGHT, "--datasets", "mine", "--data-root", str(root), "--budget", "smoke",
+            "--seeds", "0,1", "--out", str(out), "--no-progress"]
+    capsys.readouterr()
+    assert main([*argv, "--dry-run"]) == 0
+    planned = capsys.readouterr().out
+    note = _na_lines(planned)
+    assert len(note) == 1  # one line for the (category, setting), not one per method and seed
+    assert note[0].startswith("not applicable (stored as 'skipped', not run; 2 cell(s)): mine/c "
+                              "n_anomaly=10: ")
+    assert f"more than half of the 14 anomalies in {own / 'c'}" in note[0]
+    assert note[0].endswith(f"fsad-bench run {' '.join(argv[1:])} --set n_anomaly=7 fits it")
+    assert "to run: 2; not applicable, stored without running: 2" in planned and not out.exists()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert _na_lines(err) == note and "FAILED" not in err  # the run says exactly what the dry run said
+    assert "2 cells ran ok, 0 already finished, 0 failed, 2 not applicable" in err
+    stored = rows(out)
+    assert list(stored.status) == ["ok", "ok", "skipped", "skipped"]
+    skipped = stored[stored.status == "skipped"]
+    assert (skipped.error.str.contains("more than half of the 14 anomalies")).all()
+    assert (skipped.device == "").all() and (skipped.wall_s == 0).all()  # never loaded nor run
+    assert main(argv) == 0  # a rerun does not retry them
+    assert "0 cells ran ok, 4 already finished" in capsys.readouterr().err
+
+
+def test_the_command_that_fits_runs_end_to_end_and_says_its_setting(tmp_path, capsys):
+    import shlex
+
+    root, _ = _two_sizes(tmp_path)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["run", "--methods", BRIGHT, "--datasets", "mine", "--data-root", str(root),
+                 "--budget", "smoke",
+                 "--seeds", "0,1", "--out", str(out), "--no-progress", "--dry-run"]) == 0
+    note = _na_lines(capsys.readouterr().out)[0]
+    command = shlex.split(note.split("; ")[-1].removesuffix(" fits it"))
+    assert command[:2] == ["fsad-bench", "run"] and command[-2:] == ["--set", "n_anomaly=7"]
+    assert main(command[1:]) == 0
+    err = capsys.readouterr().err
+    assert "4 cells ran ok" in err and not _na_lines(err)
+    stored = rows(out)
+    assert (stored.status == "ok").all() and [s["n_anomaly"] for s in stored.setting] == [7] * 4
+    manifests = ResultStore(out).dataframe(with_blobs=True).manifest
+    assert all(len(m["labelled_anomalies"]) == 7 for m in manifests)
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["settings"] == {"n_anomaly": [7]} and "n_anomaly=7" in manifest["argv"]
+    assert main(["report", str(out)]) == 0
+    assert "> settings: n_anomaly=7\n" in capsys.readouterr().out
+
+
+# --- data remove --delete, data add --replace --------------------------------------------------------
+
+def _built(tmp_path: Path, name: str = "mine", n_per_class: int = 6) -> tuple[Path, dict[str, Path]]:
+    raw = make_raw_folders(tmp_path / f"raw{n_per_class}", n_per_class=n_per_class, masks=False)
+    root = tmp_path / "data"
+    assert add(root, name, "--normal", str(raw["normal"]), "--abnormal", str(raw["abnormal"])) == 0
+    return root, raw
+
+
+def test_remove_delete_deletes_the_copy_data_add_built_so_the_name_can_be_added_again(tmp_path, capsys):
+    root, raw = _built(tmp_path)
+    originals = sorted(p.relative_to(raw["normal"]) for p in raw["normal"].rglob("*"))
+    assert main(["data", "remove", "mine", "--delete", "--data-root", str(root)]) == 0
+    assert f"mine unregistered; {root / 'mine'} deleted" in capsys.readouterr().err
+    assert not (root / "mine").exists()
+    assert "mine" not in json.loads((root / USER_REGISTRY).read_text())["datasets"]
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]  # no renamed leftovers
+    assert sorted(p.relative_to(raw["normal"]) for p in raw["normal"].rglob("*")) == originals  # untouched
+    assert add(root, "mine", "--normal", str(raw["normal"]), "--abnormal", str(raw["abnormal"])) == 0
+
+
+def test_remove_without_delete_keeps_the_files_and_says_how_to_delete_them(tmp_path, capsys):
+    root, _ = _built(tmp_path)
+    assert main(["data", "remove", "mine", "--data-root", str(root)]) == 0
+    assert "'data remove NAME --delete' does both" in capsys.readouterr().err
+    assert (root / "mine" / "mine" / "train" / "good").is_dir()
+
+
+def test_remove_delete_of_a_folder_only_registered_needs_the_folder_typed_out(tmp_path, capsys):
+    own = tmp_path / "own"
+    make_tiny_dataset(own, category="c")
+    root = tmp_path / "data"
+    assert add(root, "mine", "--path", str(own)) == 0
+    capsys.readouterr()
+    assert main(["data", "remove", "mine", "--delete", "--data-root", str(root)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--delete deletes it only with --confirm {own.resolve()}" in err[0]
+    assert main(["data", "remove", "mine", "--delete", "--confirm", str(tmp_path),
+                 "--data-root", str(root)]) == 2
+    assert "is not the folder of mine" in capsys.readouterr().err
+    # --confirm without --delete
+    assert main(["data", "remove", "mine", "--confirm", str(own), "--data-root", str(root)]) == 2
+    assert (own / "c" / "train" / "good").is_dir() and info("mine", root).kind == "user"  # nothing changed
+    assert main(["data", "remove", "mine", "--delete", "--confirm", str(own), "--data-root", str(root)]) == 0
+    assert not own.exists() and "mine" not in json.loads((root / USER_REGISTRY).read_text())["datasets"]
+
+
+def test_remove_delete_never_deletes_what_another_dataset_or_the_data_root_uses(tmp_path, capsys):
+    parts = tmp_path / "parts"
+    make_tiny_dataset(parts, category="nuts")
+    make_tiny_dataset(parts, category="screws", seed=1)
+    root = tmp_path / "data"
+    assert add(root, "parts", "--path", str(parts)) == 0
+    assert add(root, "nuts", "--path", str(parts / "nuts")) == 0  # one category of 'parts'
+    make_tiny_dataset(root / "whole", category="w")  # the user's own folder inside the data root
+    assert add(root, "whole", "--path", str(root / "whole")) == 0
+    capsys.readouterr()
+    for name, confirm, needle in [("nuts", parts / "nuts", "shares files with dataset 'parts'"),
+                                  ("parts", parts, "shares files with dataset 'nuts'"),
+                                  ("whole", root / "whole", "--delete deletes it only with --confirm")]:
+        args = ["--confirm", str(confirm)] if name != "whole" else []
+        assert main(["data", "remove", name, "--delete", *args, "--data-root", str(root)]) == 2
+        assert needle in capsys.readouterr().err
+    assert (parts / "nuts" / "train").is_dir() and (root / "whole" / "w").is_dir()
+    assert set(json.loads((root / USER_REGISTRY).read_text())["datasets"]) == {"parts", "nuts", "whole"}
+
+
+def test_add_replace_builds_first_and_keeps_the_old_dataset_when_the_build_fails(tmp_path, capsys):
+    root, _ = _built(tmp_path, n_per_class=6)
+    bigger = make_raw_folders(tmp_path / "raw9", n_per_class=9, masks=False)
+    capsys.readouterr()
+    assert add(root, "mine", "--normal", str(bigger["normal"]), "--abnormal", str(bigger["abnormal"])) == 2
+    assert "--replace" in capsys.readouterr().err  # the refusal says how to replace it
+    (bigger["abnormal"] / "blob" / "blob03.png").write_bytes(b"broken")
+    assert add(root, "mine", "--replace", "--normal", str(bigger["normal"]), "--abnormal",
+               str(bigger["abnormal"])) == 2
+    assert len(scan_category(root / "mine" / "mine").where("test", anomalous=True)) == 12  # the old one
+    assert info("mine", root).kind == "user"
+    (bigger["abnormal"] / "blob" / "blob03.png").unlink()
+    assert add(root, "mine", "--replace", "--normal", str(bigger["normal"]), "--abnormal",
+               str(bigger["abnormal"])) == 0
+    assert len(scan_category(root / "mine" / "mine").where("test", anomalous=True)) == 17
+    assert not [p for p in root.iterdir() if p.name.startswith(".")]
+
+
+def test_add_replace_by_a_folder_deletes_the_old_copy_but_keeps_a_folder_it_only_registered(tmp_path, capsys):
+    root, _ = _built(tmp_path)
+    own = tmp_path / "own"
+    make_tiny_dataset(own, category="c")
+    assert add(root, "mine", "--replace", "--path", str(own)) == 0
+    assert f"the copy it had built, {root / 'mine'}, is deleted" in capsys.readouterr().err
+    assert not (root / "mine").exists() and dataset_dir("mine", root) == own.resolve()
+    other = tmp_path / "other"
+    make_tiny_dataset(other, category="d")
+    assert add(root, "mine", "--replace", "--path", str(other)) == 0
+    assert f"its folder {own.resolve()} is kept" in capsys.readouterr().err
+    assert (own / "c" / "train" / "good").is_dir() and categories("mine", root) == ["d"]
+    assert add(root, "fresh", "--replace", "--path", str(own)) == 0  # nothing to replace: added
+    assert "no dataset 'fresh' of yours to replace: added" in capsys.readouterr().err

@@ -81,3 +81,32 @@ def test_a_missing_auc_says_which_dataset_leaves_which_test(tmp_path, capsys):
     assert "0.705" not in out
     assert "left out: SDD (NaN AUC of MINNS)" in out  # the Wilcoxon test pairs 6 of 7 datasets
     assert "p-value (6)" in out
+
+
+@pytest.mark.parametrize("value", ["NaN", "nan", "NAN", "-nan"])
+def test_a_literal_nan_is_refused_an_empty_field_is_the_missing_value(tmp_path, capsys, value):
+    rows = _good_rows()
+    rows[4] = f"aitex,,minns,1,{value}"
+    err = _refused(_write(tmp_path, rows), capsys)
+    assert f"line 6: auc_roc {value!r} is not a number: leave the field empty if the value is missing" in err
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("", "is empty: expected a header line dataset,category,method,seed"),
+                                          ("\n\n", "is empty: expected a header line"),
+                                          (HEADER, "has a header but no rows")])
+def test_an_empty_file_is_refused(tmp_path, capsys, text, needle):
+    path = tmp_path / "long.csv"
+    path.write_text(text)
+    assert needle in _refused(path, capsys)
+
+
+def test_a_folder_and_a_csv_together_are_refused(tmp_path, capsys):
+    path = _write(tmp_path, _good_rows())
+    folder = tmp_path / "results"
+    folder.mkdir()
+    assert main(["report", str(folder), "--from-csv", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
+    assert "not both" in captured.err and "give one of them" in captured.err and str(folder) in captured.err
+    assert list(folder.iterdir()) == []

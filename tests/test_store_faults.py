@@ -317,3 +317,48 @@ def test_disk_full_on_the_last_manifest_write_keeps_the_previous_one(data_root, 
     assert len(files) == 2 and all(json.loads(p.read_text())["status"] == "running" for p in files)
     with ResultStore(out) as store:
         assert len(store.done_keys()) == 3  # every computed cell was stored
+
+
+def _store_files(out: Path) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in out.iterdir()
+            if p.name.startswith(STORE_NAME)}
+
+
+def test_report_and_dry_run_read_the_store_without_modifying_it(data_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(_run_args(data_root, out, seeds="0")) == 0
+    before = _store_files(out)
+    assert list(before) == [STORE_NAME]  # no -wal / -shm left by the run
+    assert main(["report", str(out)]) == 0
+    assert main(_run_args(data_root, out, seeds="0,1") + ["--dry-run"]) == 0
+    capsys.readouterr()
+    assert _store_files(out) == before
+
+
+def test_a_report_describes_an_old_store_once_and_changes_nothing_else(data_root, tmp_path, capsys):
+    """A store of fsad-bench 0.1 (no description tables, fewer columns): the report adds the two tables
+    and their rows (fsad_bench.upgrade), never the columns a run would add."""
+    out = tmp_path / "out"
+    assert main(_run_args(data_root, out, seeds="0")) == 0
+    with sqlite3.connect(out / STORE_NAME) as con:
+        for table in ("protocols", "methods"):
+            con.execute(f"DROP TABLE {table}")
+        for column in ("flags", "config_id"):
+            con.execute(f"ALTER TABLE cells DROP COLUMN {column}")
+    con.close()
+
+    def schema() -> tuple[list[str], set[str]]:
+        with sqlite3.connect(out / STORE_NAME) as con:
+            cols = [r[1] for r in con.execute("PRAGMA table_info(cells)")]
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        con.close()
+        return cols, tables
+
+    columns, _ = schema()
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    assert "Q1" in capsys.readouterr().out
+    assert schema() == (columns, {"cells", "protocols", "methods"})
+    described = _store_files(out)
+    assert main(["report", str(out)]) == 0  # described once: the next report writes nothing
+    assert _store_files(out) == described

@@ -398,3 +398,107 @@ def test_prepare_into_a_root_that_is_a_file_is_one_line(tmp_path, capsys):
     err = one_line_exit_2(["data", "prepare", "brainmri", "--raw", str(raw), "--root", str(root)], capsys)
     assert "is a file" in err
 
+
+
+# --- a dry run refuses what a run refuses, with the same line, and neither writes anything ----------
+
+def _tree(folder: Path) -> dict[Path, tuple[int, int]]:
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file()}
+
+
+def _bad_store(out: Path, how: str) -> None:
+    from fsad_bench.store import CellResult
+
+    out.mkdir()
+    if how == "empty":
+        (out / STORE_NAME).write_bytes(b"")
+    elif how == "text":
+        (out / STORE_NAME).write_text("dataset,seed\nmine,0\n")
+    elif how == "foreign":
+        with sqlite3.connect(out / STORE_NAME) as con:
+            con.execute("CREATE TABLE photos (path TEXT)")
+        con.close()
+    else:
+        with ResultStore(out) as store:
+            store.put(CellResult(key="k", protocol="q1", dataset="d", category="c", method="m", seed=0,
+                                 setting={}, budget="smoke", img_size=32, status="ok", auc_roc=0.7))
+            change = ("setting = '{\"n_anomaly\": 1'" if how == "undecodable" else "auc_roc = NULL")
+            store.con.execute(f"UPDATE cells SET {change}")
+            store.con.commit()
+
+
+SPEC_Q1 = 'name = "mine"\nsplit = "q1"\ndatasets = ["brainmri"]\nmethods = ["devnet"]\n'
+
+BAD_RUNS = [  # (case, extra run arguments, spec [settings] / store fault, the error line's text)
+    ("seed too large", ["--seeds", str(2**63 - 1)], None,
+     f"seed {2**63 - 1} is too large: seeds go up to {2**63 - 2}"),
+    ("seed too large in a spec", [], 'seeds = [9223372036854775807]\n[settings]\nn_anomaly = [1]',
+     "seeds go up to 9223372036854775806"),
+    ("negative n_anomaly in a spec", [], "[settings]\nn_anomaly = [-3]", "settings.n_anomaly = -3: "
+                                                                         "input should be greater"),
+    ("text n_anomaly in a spec", [], '[settings]\nn_anomaly = ["10"]', "settings.n_anomaly = '10': "
+                                                                       "input should be a valid"),
+    ("--set value no category holds", ["--set", "n_anomaly=11"], None,
+     "--set n_anomaly=11: no category of the grid can hold it (brainmri/brainmri n_anomaly=11: "
+     "n_anomaly=11 is "
+     "more than half of the 20 anomalies"),
+    ("spec value no category holds", [], "[settings]\nn_anomaly = [11]",
+     "no cell of the grid of protocol mine can run: its data cannot hold the setting"),
+    ("q5 draw above its largest", ["--protocol", "q5", "--set", "n_anomaly=50"], None,
+     "n_anomaly=50 must be between 0 and the largest draw max_anomaly=40"),
+    ("bad --set value", ["--set", "n_anomaly=ten"], None, "--set n_anomaly = 'ten'"),
+    ("unknown dataset", ["--datasets", "nope"], None, "unknown dataset 'nope'"),
+    ("empty store", [], "store:empty", "is empty (0 bytes): not a results store"),
+    ("store that is no database", [], "store:text", "PRAGMA integrity_check: file is not a database"),
+    ("another program's database", [], "store:foreign", "a database without a 'cells' table (it has photos)"),
+    ("undecodable row", [], "store:undecodable", "row k has an undecodable 'setting'"),
+    ("ok row without an AUC", [], "store:noauc", "row k is 'ok' without a finite AUC"),
+]
+
+
+@pytest.mark.parametrize("case, extra, setup, needle", BAD_RUNS, ids=[c[0] for c in BAD_RUNS])
+def test_dry_run_refuses_what_a_run_refuses_with_the_same_line_and_nothing_is_written(
+        case, extra, setup, needle, data_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    protocol = "q1"
+    if setup and setup.startswith("store:"):
+        _bad_store(out, setup.removeprefix("store:"))
+    elif setup:
+        protocol = str(tmp_path / "spec.toml")
+        (tmp_path / "spec.toml").write_text(SPEC_Q1 + setup + "\n")
+    seeds = [] if "seeds =" in (setup or "") or "--seeds" in extra else ["--seeds", "0"]
+    argv = ["run", "--protocol", protocol, "--methods", TOY, "--datasets", "brainmri", "--data-root",
+            str(data_root), "--budget", "smoke", *seeds, "--out", str(out), "--no-progress", *extra]
+    before = _tree(tmp_path)
+    dry = one_line_exit_2([*argv, "--dry-run"], capsys)
+    real = one_line_exit_2(argv, capsys)
+    assert dry == real and needle in real, (dry, real)
+    assert _tree(tmp_path) == before  # no store, manifest, figure or folder; a bad store left as it was
+    assert out.exists() == bool(setup and setup.startswith("store:"))
+
+
+def test_seeds_up_to_the_limit_run_and_are_stored(data_root, tmp_path):
+    import fsad_bench
+    from fsad_bench.runner.generator import MAX_SEED
+
+    df = fsad_bench.run(methods=[TOY], datasets=["brainmri"], seeds=[MAX_SEED], budget="smoke",
+                        data_root=data_root, out=tmp_path / "out", progress=False)
+    assert list(df.status) == ["ok"] and fsad_bench.load_results(tmp_path / "out").seed.tolist() == [MAX_SEED]
+    with pytest.raises(UserError, match="too large"):
+        fsad_bench.run(methods=[TOY], datasets=["brainmri"], seeds=[MAX_SEED + 1], budget="smoke",
+                       data_root=data_root, out=tmp_path / "out2", dry_run=True)
+
+
+@pytest.mark.parametrize("how", ["empty", "text", "foreign"])
+def test_report_refuses_an_empty_or_non_store_file_and_writes_nothing(how, tmp_path, capsys):
+    out = tmp_path / "out"
+    _bad_store(out, how)
+    before = _tree(tmp_path)
+    err = one_line_exit_2(["report", str(out)], capsys)
+    assert str(out / STORE_NAME) in err
+    err = one_line_exit_2(["report", str(out), "--format", "html"], capsys)
+    assert _tree(tmp_path) == before and sorted(p.name for p in out.iterdir()) == [STORE_NAME]
+    import fsad_bench
+
+    with pytest.raises(UserError, match="results store"):
+        fsad_bench.load_results(out)

@@ -69,10 +69,22 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                     help="test normals (then every --normal image is a training normal)")
     ad.add_argument("--seed", type=int, default=0, help="seed of the 75/25 split of --normal (default 0)")
     ad.add_argument("--display", default=None, help="name in report tables (default: NAME)")
+    ad.add_argument("--replace", action="store_true",
+                    help="replace your dataset of the same name: the new one is built or checked first, and "
+                         "only then registered; the copy the old one had built is deleted, a folder it "
+                         "only registered is kept")
     root_arg(ad)
 
-    rm = sub.add_parser("remove", help="unregister a dataset added with 'data add' (files are kept)")
+    rm = sub.add_parser("remove", help="unregister a dataset added with 'data add' (files are kept unless "
+                                       "--delete)")
     rm.add_argument("name")
+    rm.add_argument("--delete", action="store_true",
+                    help="also delete its files: the copy 'data add' built in DATA_ROOT/NAME; a folder you "
+                         "registered with --path only with --confirm PATH")
+    rm.add_argument("--confirm", type=Path, default=None, metavar="PATH",
+                    help="with --delete: the folder you registered with --path, typed out, to delete "
+                         "your own "
+                         "data")
     root_arg(rm)
     return d
 
@@ -284,13 +296,25 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    """Register ``args.name``: validate an MVTec-layout --path, or build the layout from --normal ..."""
+    """Register ``args.name``: validate an MVTec-layout --path, or build the layout from --normal ...
+    With ``--replace`` the user dataset of that name is replaced once the new one is built (or its
+    folder checked): a failure leaves the old one registered and its files as they were."""
     from fsad_bench.data.folder import FolderSources, build_from_folders, check_layout
-    from fsad_bench.data.registry import check_new_name, register_user_dataset
+    from fsad_bench.data.registry import (
+        built_copy,
+        check_new_name,
+        delete_folder,
+        register_user_dataset,
+        registered_folder,
+        user_dataset_named,
+    )
     from fsad_bench.paths import data_root
 
     root = data_root(args.data_root)
-    check_new_name(args.name, root)  # before anything is read or written
+    replacing = user_dataset_named(args.name, root) if getattr(args, "replace", False) else None
+    check_new_name(args.name, root, replacing)  # before anything is read or written
+    old_copy = built_copy(replacing, root) if replacing else None
+    old_folder = registered_folder(replacing, root) if replacing else None
     folder_flags = [f for f in ("normal", "abnormal", "masks", "test_normal") if getattr(args, f) is not None]
     if args.path is not None and folder_flags:
         raise UserError(f"give either --path (an MVTec-layout folder) or --normal/--abnormal/--masks/"
@@ -303,34 +327,62 @@ def cmd_add(args: argparse.Namespace) -> int:
         source = f"registered MVTec-layout folder {args.path}"
     else:
         target = root / args.name
-        if target.exists():
+        ours = old_copy is not None and target.exists() and target.resolve() == old_copy.resolve()
+        if target.exists() and not ours:
+            why = (f"; it is not a copy that 'data add' built for {replacing}, so --replace does not "
+                   "delete it)" if replacing else ")")
             raise UserError(f"{target} exists already; remove it or choose another name (data add builds "
-                            "the dataset there)")
+                            f"the dataset there{why}")
         src = FolderSources(args.normal, args.abnormal, args.masks, args.test_normal, args.seed)
         print(f"building {args.name} from {args.normal}" + (f" + {args.abnormal}" if args.abnormal else "")
-              + f" -> {target}", file=sys.stderr)
-        folder, conv = build_from_folders(args.name, root, src)
+              + f" -> {target}" + (" (replacing the copy there once built)" if ours else ""), file=sys.stderr)
+        folder, conv = build_from_folders(args.name, root, src)  # swapped in whole, or not at all
         warnings, cats = conv.warnings, None
         source = "built by 'fsad-bench data add' from " + ", ".join(
             f"--{f.replace('_', '-')} {getattr(args, f)}" for f in folder_flags)
     for w in warnings:
         print(f"  warning: {w}", file=sys.stderr)
-    registry = register_user_dataset(args.name, args.display or args.name, folder, root, cats, source)
+    registry = register_user_dataset(args.name, args.display or args.name, folder, root, cats, source,
+                                     replacing=replacing)
     for cat in cats or sorted(d.name for d in folder.iterdir() if (d / "train" / "good").is_dir()):
         print(f"{args.name}/{cat}: {_summary(folder / cat)}")
+    if replacing:
+        new = Path(folder).resolve()
+        if old_copy is not None and old_copy.exists() and old_copy.resolve() != new \
+                and old_copy.resolve() not in new.parents:
+            delete_folder(old_copy)
+            print(f"{replacing} replaced; the copy it had built, {old_copy}, is deleted", file=sys.stderr)
+        elif old_copy is None:
+            print(f"{replacing} replaced; its folder {old_folder} is kept (your data: 'data add --path' only "
+                  "registered it)", file=sys.stderr)
+        else:
+            print(f"{replacing} replaced", file=sys.stderr)
+    elif getattr(args, "replace", False):
+        print(f"no dataset {args.name!r} of yours to replace: added", file=sys.stderr)
     print(f"{args.name} registered in {registry}; run it with 'fsad-bench run --datasets {args.name}'",
           file=sys.stderr)
     return 0
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    from fsad_bench.data.registry import remove_user_dataset
+    from fsad_bench.data.registry import built_copy, delete_user_dataset, remove_user_dataset, user_datasets
     from fsad_bench.paths import data_root
 
     root = data_root(args.data_root)
+    if getattr(args, "delete", False):
+        deleted = delete_user_dataset(args.name, root, args.confirm)
+        print(f"{args.name} unregistered; "
+              + (f"{deleted} deleted" if deleted else "its folder was gone already"), file=sys.stderr)
+        return 0
+    if args.confirm is not None:
+        raise UserError("--confirm goes with --delete (it names the folder --delete deletes); nothing "
+                        "changed")
+    copy = built_copy(args.name, root) if args.name in user_datasets(root) else None
     gone = remove_user_dataset(args.name, root)
     folder = Path(gone.path) if Path(gone.path).is_absolute() else root / gone.path
-    print(f"{args.name} unregistered; its files are still in {folder}", file=sys.stderr)
+    print(f"{args.name} unregistered; its files are still in {folder}" + (
+        f" (the copy 'data add' built: delete it to add {args.name} again from folders; 'data remove NAME "
+        "--delete' does both)" if copy else ""), file=sys.stderr)
     return 0
 
 

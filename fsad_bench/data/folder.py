@@ -32,6 +32,9 @@ from fsad_bench.data.layout import NORMAL, scan_category
 from fsad_bench.errors import DataError, UserError
 
 FLAT_CLASS = "anomaly"  # the class of a flat --abnormal folder
+#: the ``source`` of the prepare manifest of a dataset :func:`build_from_folders` built: what marks a
+#: folder as a copy fsad-bench made (``data remove --delete`` deletes it without confirmation)
+BUILT_BY = "fsad-bench data add"
 MASK_SUFFIX = "_mask"   # a mask named <stem>_mask.* matches the image <stem>.* (MVTec AD's naming)
 
 
@@ -185,7 +188,7 @@ def build_from_folders(name: str, data_root: Path, src: FolderSources) -> tuple[
         if not classes:
             conv.warn("no --abnormal images: the test set has no anomalies, so no protocol can score it")
 
-    manifest = {"seed": None if src.test_normal else src.seed, "source": "fsad-bench data add",
+    manifest = {"seed": None if src.test_normal else src.seed, "source": BUILT_BY,
                 "folders": {k: str(v) for k, v in (("normal", src.normal), ("abnormal", src.abnormal),
                                                     ("masks", src.masks), ("test_normal", src.test_normal))
                             if v is not None}}

@@ -11,6 +11,16 @@
 
 Names are unique across the three kinds (case-insensitively): a clash is an error, never a silent
 choice of one of them.
+
+Deleting a user dataset's files (``data remove NAME --delete``, ``data add NAME --replace``)
+--------------------------------------------------------------------------------------------
+fsad-bench deletes on its own only what it made: the copy ``data add --normal ...`` built in
+``DATA_ROOT/NAME`` (its prepare manifest says so, :func:`built_copy`; the user's original folders are
+never touched). A folder that ``data add --path`` only registered is the user's own data: it is
+deleted only when the user names it again with ``--confirm PATH`` (the exact folder that was
+registered), and never when it is, holds or lies in the data root, the home folder, the cache or the
+folder of another dataset. The folder is first renamed beside itself (atomic: a failure leaves it
+and its registration as they were), then unregistered, then removed.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -132,17 +143,27 @@ def user_datasets(root: Path | None = None) -> dict[str, DatasetInfo]:
 
 
 def register_user_dataset(name: str, display: str, path: Path, root: Path | None = None,
-                          categories: list[str] | None = None, source: str = "") -> Path:
+                          categories: list[str] | None = None, source: str = "",
+                          replacing: str | None = None) -> Path:
     """Add ``name`` to the user registry (after :func:`check_new_name`); returns the registry file.
-    A ``path`` inside the data root is stored relative to it, so the data root may move."""
-    check_new_name(name, root)
+    A ``path`` inside the data root is stored relative to it, so the data root may move.
+    ``replacing``: the user dataset this registration replaces (``data add --replace``), dropped in the
+    same write."""
+    check_new_name(name, root, replacing)
     base = data_root(root).expanduser().resolve()
     target = Path(path).expanduser().resolve()
     stored = target.relative_to(base).as_posix() if base in target.parents else str(target)
     reg = _read_registry(root)
+    if replacing is not None:
+        reg.datasets.pop(replacing, None)
     reg.datasets[name] = UserDatasetEntry(display=display, path=stored, categories=categories, source=source,
                                           added=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     return _write_registry(reg, root)
+
+
+def user_dataset_named(name: str, root: Path | None = None) -> str | None:
+    """The user dataset whose name is ``name`` up to case (the one ``data add --replace`` replaces)."""
+    return next((n for n in user_datasets(root) if n.lower() == name.lower()), None)
 
 
 def remove_user_dataset(name: str, root: Path | None = None) -> DatasetInfo:
@@ -157,19 +178,150 @@ def remove_user_dataset(name: str, root: Path | None = None) -> DatasetInfo:
     return known[name]
 
 
-def check_new_name(name: str, root: Path | None = None) -> None:
+def registered_folder(name: str, root: Path | None = None) -> Path:
+    """The folder the user registered for user dataset ``name``: its dataset folder, or its one category
+    folder when ``data add --path`` was given a category folder."""
+    d = user_datasets(root)[name]
+    folder = dataset_dir(name, root)
+    return folder / d.categories[0] if d.categories and len(d.categories) == 1 else folder
+
+
+def built_copy(name: str, root: Path | None = None) -> Path | None:
+    """The folder of user dataset ``name`` when ``data add`` built it from plain folders (a copy in
+    ``DATA_ROOT/NAME`` whose prepare manifest names this dataset), else None."""
+    from fsad_bench.data.converters.common import MANIFEST
+    from fsad_bench.data.folder import BUILT_BY
+
+    d = user_datasets(root).get(name)
+    if d is None or d.categories:
+        return None
+    folder = dataset_dir(name, root)
+    if folder.is_symlink() or not folder.is_dir():
+        return None
+    if folder.resolve() != (data_root(root).expanduser() / name).resolve():
+        return None
+    try:
+        made = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    ours = isinstance(made, dict) and made.get("source") == BUILT_BY and made.get("dataset") == name
+    return folder if ours else None
+
+
+def _check_deletable(target: Path, name: str, root: Path | None) -> None:
+    """UserError unless deleting ``target`` deletes user dataset ``name``'s files and nothing else that
+    fsad-bench or another dataset knows of."""
+    if target.is_symlink():
+        raise UserError(f"{target} is a symbolic link: fsad-bench does not delete through links; delete it "
+                        f"yourself, then 'fsad-bench data remove {name}'")
+    if not target.is_dir():
+        raise UserError(f"{target} is not a folder; nothing deleted")
+    resolved = target.resolve()
+    guarded = {"the data root": data_root(root).expanduser().resolve(),
+               "your home folder": Path.home().resolve(),
+               "the cache": cache_dir().expanduser().resolve()}
+    for what, folder in guarded.items():
+        if resolved == folder or resolved in folder.parents:
+            raise UserError(f"{target} is or holds {what} ({folder}): fsad-bench does not delete it; nothing "
+                            "deleted")
+    others = {other: registered_folder(other, root) for other in user_datasets(root) if other != name}
+    others.update({b: data_root(root).expanduser() / b for b in REAL_DATASETS})
+    for other, folder in others.items():
+        if not folder.exists():
+            continue
+        folder = folder.resolve()
+        if resolved == folder or resolved in folder.parents or folder in resolved.parents:
+            raise UserError(f"{target} shares files with dataset {other!r} ({folder}): fsad-bench does not "
+                            "delete it; nothing deleted")
+
+
+def deletion_target(name: str, root: Path | None = None, confirm: Path | None = None) -> Path:
+    """The folder ``data remove NAME --delete`` deletes (see the module docstring), or a one-line
+    UserError saying why it does not."""
+    if name not in user_datasets(root):
+        remove_user_dataset(name, root)  # the error that lists the user datasets
+    copy = built_copy(name, root)
+    if copy is not None:
+        target = copy
+    else:
+        d = user_datasets(root)[name]
+        target = registered_folder(name, root)
+        if d.categories and len(d.categories) > 1:
+            raise UserError(f"{name} uses {len(d.categories)} category folders of {target}: delete the ones "
+                            "you "
+                            f"mean to yourself, then 'fsad-bench data remove {name}'; nothing deleted")
+        if confirm is None:
+            raise UserError(f"{target} is your own folder, which 'data add --path' registered without "
+                            "copying: "
+                            f"--delete deletes it only with --confirm {target}; 'fsad-bench data remove "
+                            f"{name}' "
+                            "unregisters it and keeps the files")
+        if Path(confirm).expanduser().resolve() != target.resolve():
+            raise UserError(f"--confirm {confirm} is not the folder of {name} ({target}); nothing deleted")
+    if target.exists() or target.is_symlink():
+        _check_deletable(target, name, root)
+    return target
+
+
+def delete_folder(target: Path) -> None:
+    """Delete ``target`` (checked by the caller): renamed beside itself first, so a folder that cannot
+    be deleted is left whole."""
+    trash = target.with_name(f".{target.name}.deleting-{os.getpid()}")
+    try:
+        os.replace(target, trash)
+    except OSError as exc:
+        raise UserError(f"cannot delete {target}: {exc.strerror or exc}; nothing deleted") from None
+    try:
+        shutil.rmtree(trash)
+    except OSError as exc:
+        raise UserError(f"deleting {target} stopped at {exc.filename}: {exc.strerror or exc}; what is left "
+                        "is in "
+                        f"{trash}: delete it by hand") from None
+
+
+def delete_user_dataset(name: str, root: Path | None = None, confirm: Path | None = None) -> Path | None:
+    """Unregister user dataset ``name`` and delete its folder (see :func:`deletion_target`); returns the
+    folder deleted (None when it was gone already). Nothing changes when it cannot be deleted."""
+    target = deletion_target(name, root, confirm)
+    if not target.exists():
+        remove_user_dataset(name, root)
+        return None
+    trash = target.with_name(f".{target.name}.deleting-{os.getpid()}")
+    try:
+        os.replace(target, trash)
+    except OSError as exc:
+        raise UserError(f"cannot delete {target}: {exc.strerror or exc}; nothing changed ({name} is still "
+                        "registered)") from None
+    try:
+        remove_user_dataset(name, root)
+    except BaseException:
+        os.replace(trash, target)
+        raise
+    try:
+        shutil.rmtree(trash)
+    except OSError as exc:
+        raise UserError(f"{name} is unregistered, but deleting {target} stopped at {exc.filename}: "
+                        f"{exc.strerror or exc}; what is left is in {trash}: delete it by hand") from None
+    return target
+
+
+def check_new_name(name: str, root: Path | None = None, replacing: str | None = None) -> None:
     """UserError unless ``name`` is a valid dataset name that no built-in, plugin or user dataset
-    has (compared case-insensitively: the folders may live on a case-insensitive file system)."""
+    has (compared case-insensitively: the folders may live on a case-insensitive file system);
+    ``replacing``: a user dataset that may have it (``data add --replace``)."""
     if not NAME_PATTERN.fullmatch(name):
         raise UserError(f"bad dataset name {name!r}: use letters, digits, '_' and '-' (at most 64, "
                         "starting with a letter or digit)")
     for kind, names in (("built-in", DATASETS), ("plugin", plugin_datasets(warn=False)),
                         ("user", user_datasets(root))):
         for other in names:
-            if other.lower() == name.lower():
+            if other.lower() == name.lower() and not (kind == "user" and other == replacing):
                 raise UserError(f"dataset name {name!r} is taken by the {kind} dataset {other!r}; "
-                                "choose another name" + (f" or 'fsad-bench data remove {other}' first"
-                                                         if kind == "user" else ""))
+                                "choose another name" + (
+                                    f", replace it ('fsad-bench data add {other} --replace ...') or "
+                                    "remove it "
+                                    f"first ('fsad-bench data remove {other}', with --delete to delete the "
+                                    "copy data add built)" if kind == "user" else ""))
 
 
 # --- plugins ----------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from fsad_bench.report.tables import (
     nan_std,
     open_set_frame,
     run_header,
+    settings_lines,
 )
 from fsad_bench.report.text import Explained, needs_line, spread_text
 
@@ -254,7 +255,10 @@ def protocol_parts(df: pd.DataFrame, pres: Presentation, fmt: str, metric: str, 
     groups = config_groups(df, layout.axis(pres.spec), pres.name)
     parts: list[Part] = []
     for i, group in enumerate(groups):
-        lines = list(header)
+        # the settings line (tables.settings_lines) says the settings of this table, not the folder's
+        lines = [line for line in header if not line.startswith("settings: ")]
+        if len(lines) < len(header):
+            lines += settings_lines(group.rows, pres)
         suffix = ""
         if len(groups) > 1:
             suffix = f"-cfg{i + 1}"

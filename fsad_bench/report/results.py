@@ -30,7 +30,7 @@ class Results:
     def ok_rows_with_blobs(self, protocol: str | None = None) -> pd.DataFrame:
         """The ok rows of ``protocol`` (None: of all) with their stored test scores, split manifests,
         examples and galleries."""
-        with ResultStore(self.folder) as store:
+        with ResultStore(self.folder, create=False) as store:
             df = store.dataframe(with_blobs=True)
         return df[((df.protocol == protocol) if protocol is not None else True) & (df.status == "ok")]
 
@@ -48,10 +48,7 @@ def read_results(folder: str | Path, descriptions: dict[str, dict[str, dict]] | 
     """The folder's store and its description of every protocol and method it holds (``descriptions``:
     one made in memory for a store that lacks it, see :mod:`fsad_bench.upgrade`)."""
     folder = Path(folder)
-    if not (folder / STORE_NAME).is_file():
-        raise UserError(f"no results store at {folder / STORE_NAME}; run 'fsad-bench run --out {folder}' "
-                        "first")
-    with ResultStore(folder) as store:
+    with ResultStore(folder, create=False) as store:  # missing, empty or no store: one line
         cells = store.dataframe()
         described = descriptions or store.descriptions()
     specs, methods = described.get("protocols", {}), described.get("methods", {})

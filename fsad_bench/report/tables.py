@@ -164,8 +164,11 @@ def load_long_csv(path: str | Path, metric: str = "auc_roc", distinct_by: Sequen
     """
     try:
         df = pd.read_csv(path, skipinitialspace=True, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path} is empty: expected a header line dataset,category,method,seed,{metric} "
+                        "and one row per cell") from None
     except (OSError, pd.errors.ParserError) as exc:
-        raise UserError(f"cannot read {path}: {exc}") from None
+        raise UserError(f"cannot read {path}: {_one_line(exc)}") from None
     except UnicodeDecodeError as exc:
         raise UserError(f"{path} is not UTF-8 text: byte {exc.object[exc.start:exc.start + 1]!r} at offset "
                         f"{exc.start}; save it as UTF-8") from None
@@ -188,8 +191,14 @@ def load_long_csv(path: str | Path, metric: str = "auc_roc", distinct_by: Sequen
     seed = pd.to_numeric(df.seed, errors="coerce")
     fail(seed.isna() | (seed % 1 != 0), "seed", "seed {value!r} is not an integer")
     df["seed"] = seed.astype(int)
+    if df.empty:
+        raise UserError(f"{path} has a header but no rows: nothing to report")
+    # an empty field is a missing value; a literal NaN (or any other spelling of "not a number") is
+    # refused, so a value that was lost on the way is never taken for one left out on purpose
+    fail(df[metric].str.lower().isin(["nan", "-nan", "+nan", "na", "n/a", "null", "none"]), metric,
+         f"{metric} {{value!r}} is not a number: leave the field empty if the value is missing")
     value = pd.to_numeric(df[metric].replace("", "nan"), errors="coerce")
-    fail(value.isna() & ~df[metric].str.lower().isin(["", "nan"]), metric,
+    fail(value.isna() & (df[metric] != ""), metric,
          f"{metric} {{value!r}} is not a number (leave it empty for a missing value)")
     fail((value < 0) | (value > 1) | np.isinf(value), metric, f"{metric} {{value!r}} is outside [0, 1]")
     df[metric] = value
@@ -203,6 +212,10 @@ def load_long_csv(path: str | Path, metric: str = "auc_roc", distinct_by: Sequen
                         f"{first.method} seed {first.seed} appears {len(lines)} times; keep one row per "
                         "(dataset, category, method, seed)")
     return df.rename(columns={metric: "value"})
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def _order_datasets(datasets: list[str]) -> list[str]:
@@ -435,6 +448,31 @@ def run_header(df: pd.DataFrame, spec: Presentation | None = None) -> list[str]:
         if budget != "paper":
             lines.append(f"budget {budget} is CPU-sized (smaller images, backbones and step counts; random "
                          "init unless ImageNet weights are named): NOT comparable with the paper's numbers")
-    return lines
+    return lines + settings_lines(df, spec)
+
+
+def settings_lines(df: pd.DataFrame, spec: Presentation | None = None) -> list[str]:
+    """The protocol settings of the rows (``settings: n_anomaly=7``), whether the spec's or what
+    ``--set`` gave; the settings that are the table's rows or x axis (Table 3's known class, a curve's
+    x) are left out."""
+    if "setting" not in df.columns:
+        return []
+    axis = set(spec.layout.axis(spec.spec)) if spec is not None else set()
+    values: dict[str, list[object]] = {}
+    for setting in df.setting:
+        for key, value in (setting.items() if isinstance(setting, dict) else ()):
+            if key not in axis and value not in values.setdefault(key, []):
+                values[key].append(value)
+
+    def ordered(vs: list[object]) -> list[object]:
+        try:
+            return sorted(vs)  # type: ignore[type-var]
+        except TypeError:
+            return sorted(vs, key=str)
+
+    if not values:
+        return []
+    return ["settings: " + "; ".join(f"{k}={', '.join(map(str, ordered(v)))}"
+                                     for k, v in sorted(values.items()))]
 
 

@@ -15,20 +15,43 @@ defaults, its own budget table, the spec's ``[set.<budget>]``, ``--weights``, ``
 per method and grid; the protocol's swept hyper-parameters (``[method_settings]``) come on top per
 cell. ``--set KEY=V1,V2`` with a KEY of the spec's ``[settings]`` (e.g. ``n_anomaly``) replaces that
 setting's values.
+
+Data that cannot hold a setting
+-------------------------------
+Each (dataset/category, setting, seed) is split here, once, before the grid runs; a split rule that
+refuses the data (:class:`~fsad_bench.errors.SkipCell`, e.g. Q2's known class of 3 images, or
+:class:`~fsad_bench.errors.SettingDoesNotFit`, e.g. Q1's ``n_anomaly=10`` on a category of 14
+anomalies) decides the cell here, so ``--dry-run`` says exactly what a run does:
+
+* **not applicable**: the setting is the spec's and some cells of the grid can hold it. The cells
+  that cannot are stored as 'skipped' with the reason (as a SkipCell of a worker is), without loading
+  the data or running the detector, and each (dataset/category, setting) is said once, before the
+  grid, with the reason and, when the rule says what would fit, the command that fits it
+  (``fsad-bench run ... --set n_anomaly=7``).
+* **an error** (exit 2, one line, before anything is stored): a value the user gave with ``--set``
+  that no (dataset/category) of the grid can hold (they asked for it explicitly; running nothing of
+  it would be a silent no), and a grid of which no cell can hold its setting at all, the spec's
+  defaults included (a run that only stores 'skipped' rows computes nothing). A split rule's
+  plain :class:`~fsad_bench.errors.UserError` (a value that is wrong whatever the data, e.g. Q5's
+  ``n_anomaly`` above ``max_anomaly``) is always an error.
+
+Seeds are integers in [0, :data:`MAX_SEED`]: the store keeps them as SQLite INTEGER (signed 64-bit)
+and detectors seed a second generator with ``seed + 1``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import TypeAdapter
+from pydantic import Field, TypeAdapter
 
 from fsad_bench.budgets import Budget, get_budget
 from fsad_bench.config import (
@@ -40,9 +63,8 @@ from fsad_bench.config import (
 )
 from fsad_bench.data.layout import check_utf8_name, scan_category
 from fsad_bench.data.registry import categories, data_version, dataset_dir, info, is_present
-from fsad_bench.detectors.hparams import NonNegInt
 from fsad_bench.detectors.registry import load_detector
-from fsad_bench.errors import UserError
+from fsad_bench.errors import SettingDoesNotFit, SkipCell, UserError
 from fsad_bench.input_size import cell_input_size, img_size_is_explicit
 from fsad_bench.paths import data_root
 from fsad_bench.protocol import ProtocolSpec, setting_values
@@ -84,7 +106,19 @@ def elpv_package_installed() -> bool:
     return importlib.util.find_spec("elpv_dataset") is not None
 
 
-_SEED = TypeAdapter(NonNegInt)
+#: the largest seed: the store keeps seeds as SQLite INTEGER (signed 64-bit, at most 2**63 - 1) and
+#: detectors seed a second generator with ``seed + 1`` (torch accepts up to 2**64 - 1, numpy any)
+MAX_SEED = 2**63 - 2
+_SEED = TypeAdapter(Annotated[int, Field(ge=0)])
+
+
+def checked_seed(raw: Any) -> int:
+    """A seed of the grid: an integer in [0, MAX_SEED]; a one-line UserError otherwise."""
+    seed = checked_int(raw, "seed", _SEED)
+    if seed > MAX_SEED:
+        raise UserError(f"seed {seed} is too large: seeds go up to {MAX_SEED} (2**63 - 2; the results store "
+                        "keeps a seed as a signed 64-bit integer and detectors also seed with seed + 1)")
+    return seed
 
 
 def _unique(items: list[Any]) -> list[Any]:
@@ -235,7 +269,7 @@ def resolve_grid(spec: ProtocolSpec, req: RunRequest) -> Grid:
     settings, params = split_overrides(spec, overrides)
     per_method, notes, steps = resolve_grid_methods(spec, budget, methods, params, req.weights)
     seeds = req.seeds if req.seeds is not None else spec.seeds
-    seeds = _unique([checked_int(s, "seed", _SEED) for s in seeds])
+    seeds = _unique([checked_seed(s) for s in seeds])
     datasets, missing, data_notes, data_steps = resolve_datasets(spec, req)
     grid = Grid(spec, budget, per_method, [], missing, notes + data_notes, data_steps + steps)
     if data_steps:
@@ -270,14 +304,133 @@ def resolve_grid(spec: ProtocolSpec, req: RunRequest) -> Grid:
                             img_size, {**resolved.params, **swept},
                             str(req.data_root) if req.data_root else None,
                             {**split_kwargs, **spec.split_args}, spec.pixel_metrics, version))
-    cells = attach_provenance(cells)  # keys cover the data's content and the detector's code
+    refusals: dict[str, Exception] = {}
+    cells = attach_provenance(cells, refusals)  # keys cover the data's content and the detector's code
     attach_config_ids(cells, spec.layout().axis(spec))
     grid.cells = list({c.key: c for c in cells}.values())  # e.g. a setting listed twice in a spec
     if not grid.cells:
         raise UserError(f"the grid of protocol {spec.name} has no cells (seeds: {seeds}, methods: {methods}, "
                         f"datasets: {datasets}); check --seeds, --methods, --datasets and the spec's "
                         "[categories]")
+    grid.notes += _not_applicable(grid.cells, refusals, spec, settings, req)
     return grid
+
+
+def _setting_text(setting: dict[str, Any]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(setting.items())) or "(no setting)"
+
+
+def _fits(refusals: list[Exception]) -> dict[str, Any]:
+    """The setting values that fit every one of ``refusals`` (the smallest of what each would hold),
+    for the keys every refusal names; {} when a refusal does not say what would fit."""
+    fits = [r.fits for r in refusals if isinstance(r, SettingDoesNotFit)]
+    if len(fits) < len(refusals) or not fits:
+        return {}
+    out = {}
+    for key in set.intersection(*(set(f) for f in fits)):
+        values = [f[key] for f in fits]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            out[key] = min(values)
+        elif all(v == values[0] for v in values):
+            out[key] = values[0]
+    return out
+
+
+def _fitting_values(grid_cells: list[Cell], fits: dict[str, Any], refused: set[Any], key: str) -> list[Any]:
+    """The grid's values of setting ``key`` with the ``refused`` ones replaced by what fits."""
+    values = _unique([c.setting[key] for c in grid_cells if key in c.setting])
+    return _unique([fits[key] if v in refused else v for v in values])
+
+
+def fitting_command(req: RunRequest, changes: dict[str, list[Any]]) -> str:
+    """The request as the command that sets ``changes`` (``{"n_anomaly": [7]}``) instead: the user's own
+    ``fsad-bench run`` command line with those ``--set`` (and without ``--dry-run``), or one built from
+    the request (the Python API says ``overrides=``)."""
+    sets = [f"{k}={','.join(map(str, v))}" for k, v in changes.items()]
+    argv = list(req.argv or [])
+    if argv[:1] == ["fsad_bench.run"]:
+        return "fsad_bench.run(..., overrides={" + ", ".join(
+            f"{k!r}: {v[0]!r}" if len(v) == 1 else f"{k!r}: {','.join(map(str, v))!r}"
+            for k, v in changes.items()) + "})"
+    if len(argv) >= 2 and Path(argv[0]).name == "fsad-bench" and argv[1] == "run":
+        words, rest = ["fsad-bench", "run"], argv[2:]
+        i = 0
+        while i < len(rest):
+            word = rest[i]
+            value = rest[i + 1] if word == "--set" and i + 1 < len(rest) else \
+                word.removeprefix("--set=") if word.startswith("--set=") else None
+            if word == "--dry-run":
+                i += 1
+            elif value is not None and value.split("=", 1)[0].strip() in changes:
+                i += 2 if word == "--set" else 1
+            else:
+                words.append(word)
+                i += 1
+    else:
+        words = ["fsad-bench", "run", "--protocol", str(req.protocol)]
+        lists = (("--methods", req.methods), ("--datasets", req.datasets), ("--seeds", req.seeds))
+        for flag, values in lists:
+            if values:
+                words += [flag, ",".join(str(v) if isinstance(v, str | int) else
+                                         f"{v.__module__}:{v.__qualname__}" for v in values)]
+        for flag, value in (("--budget", req.budget), ("--weights", req.weights),
+                            ("--data-root", req.data_root), ("--out", req.out)):
+            if value is not None:
+                words += [flag, str(value)]
+        for o in req.overrides:
+            if o.split("=", 1)[0].strip() not in changes:
+                words += ["--set", o]
+    for text in sets:
+        words += ["--set", text]
+    return shlex.join(words)
+
+
+def _not_applicable(cells: list[Cell], refusals: dict[str, Exception], spec: ProtocolSpec,
+                    explicit: dict[str, list[Any]], req: RunRequest) -> list[str]:
+    """Decide the cells whose split rule refuses their data (see the module docstring): raise for what
+    is an error, else mark them not applicable and return the notes that say so, one per
+    (dataset/category, setting)."""
+    refused = [c for c in cells if c.key in refusals]
+    if not refused:
+        return []
+    for cell in refused:
+        exc = refusals[cell.key]
+        if not isinstance(exc, SkipCell | SettingDoesNotFit):  # wrong whatever the data
+            raise UserError(str(exc)) from None
+    groups: dict[tuple[str, str, str], list[Cell]] = {}
+    for cell in refused:
+        groups.setdefault((cell.dataset, cell.category, _setting_text(cell.setting)), []).append(cell)
+
+    def first_reason(group_cells: list[Cell]) -> str:
+        cell = group_cells[0]
+        return f"{cell.dataset}/{cell.category} {_setting_text(cell.setting)}: {refusals[cell.key]}"
+
+    def command(group_cells: list[Cell]) -> str:
+        fits = {k: v for k, v in _fits([refusals[c.key] for c in group_cells]).items()
+                if k in spec.settings}  # what --set can change (a [split_args] constant it cannot)
+        if not fits:
+            return ""
+        changes = {k: _fitting_values(cells, fits, {c.setting.get(k) for c in group_cells}, k) for k in fits}
+        return f"; {fitting_command(req, changes)} fits it"
+
+    for key, values in explicit.items():
+        for value in values:
+            of_value = [c for c in cells if c.setting.get(key) == value]
+            if of_value and all(c.key in refusals for c in of_value):
+                raise UserError(f"--set {key}={value}: no category of the grid can hold it ("
+                                f"{first_reason(of_value)}){command(of_value)}")
+    if len(refused) == len(cells):
+        more = (f"; {len(groups) - 1} more (dataset/category, setting) cannot either" if len(groups) > 1
+                else "")
+        raise UserError(f"no cell of the grid of protocol {spec.name} can run: its data cannot hold the "
+                        f"setting ({first_reason(refused)}){more}{command(refused)}")
+    notes = []
+    for group in groups.values():
+        for cell in group:
+            cell.not_applicable = str(refusals[cell.key])
+        notes.append(f"not applicable (stored as 'skipped', not run; {len(group)} cell(s)): "
+                     f"{first_reason(group)}{command(group)}")
+    return notes
 
 
 def prepare(grid: Grid, say: Callable[[str], None]) -> bool:

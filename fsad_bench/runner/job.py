@@ -70,6 +70,9 @@ class Cell:
     #: the id of the cell's configuration (:func:`attach_config_ids`); derived from the rest, so not
     #: part of the key
     config_id: str = ""
+    #: why the cell's data cannot hold its setting, when the grid resolution found it not applicable
+    #: (the runner stores it as 'skipped' without running it); derived from the split, not in the key
+    not_applicable: str = ""
 
     @property
     def key(self) -> str:
@@ -78,6 +81,7 @@ class Cell:
         d = asdict(self)
         d.pop("data_root")  # where the data lives does not change the result
         d.pop("config_id")
+        d.pop("not_applicable")
         if not d["detector"]:
             d.pop("detector")  # keys of entry-point methods stay what they were
         blob = json.dumps({**d, "code_version": __version__}, sort_keys=True, default=str)
@@ -102,19 +106,23 @@ class ProvenanceChanged(RuntimeError):
     """The data or the detector code a worker sees differs from what the cell's key was made of."""
 
 
-def _split_hash(index: CategoryIndex, cell: Cell) -> str:
+def _split_hash(index: CategoryIndex, cell: Cell) -> tuple[str, Exception | None]:
+    """(the manifest hash of the cell's split, None), or (why there is none, the split rule's refusal)."""
     try:
-        return SPLIT_RULES[cell.split](index, seed=cell.seed, **cell.split_kwargs).manifest_hash
+        return SPLIT_RULES[cell.split](index, seed=cell.seed, **cell.split_kwargs).manifest_hash, None
     except (SkipCell, UserError) as exc:  # the worker records it (not applicable / bad input)
-        return NO_SPLIT + str(exc).replace(str(index.root), "<category>")  # not where the data lives
+        return NO_SPLIT + str(exc).replace(str(index.root), "<category>"), exc  # not where the data lives
 
 
-def attach_provenance(cells: list[Cell]) -> list[Cell]:
+def attach_provenance(cells: list[Cell], refusals: dict[str, Exception] | None = None) -> list[Cell]:
     """Fill in each cell's data fingerprint, split hash and detector identity (in place; cells that
-    have them are left alone). Each category is fingerprinted and each method identified once."""
+    have them are left alone). Each category is fingerprinted, each method identified and each split
+    made once. ``refusals``, if given, gets the key of every cell whose split rule refuses its data,
+    with the rule's exception (:class:`SkipCell` or :class:`UserError`), for the grid resolution."""
     indexes: dict[tuple[str | None, str, str], CategoryIndex] = {}
     fingerprints: dict[tuple[str | None, str, str], str] = {}
     detectors: dict[str, dict[str, str]] = {}
+    splits: dict[tuple[Any, ...], tuple[str, Exception | None]] = {}
     for cell in cells:
         if cell.has_provenance:
             continue
@@ -127,9 +135,24 @@ def attach_provenance(cells: list[Cell]) -> list[Cell]:
         if name not in detectors:
             detectors[name] = identify_detector(name)
         cell.data_fingerprint = fingerprints[where]
-        cell.split_hash = _split_hash(indexes[where], cell)
+        split = (where, cell.split, cell.seed, json.dumps(cell.split_kwargs, sort_keys=True, default=str))
+        if split not in splits:  # the same for every method of the grid
+            splits[split] = _split_hash(indexes[where], cell)
+        cell.split_hash, refusal = splits[split]
         cell.detector_identity = dict(detectors[name])
+        if refusal is not None and refusals is not None:
+            refusals[cell.key] = refusal
     return cells
+
+
+def not_applicable_result(cell: Cell) -> CellResult:
+    """The record of a cell the grid resolution found not applicable (its data cannot hold its
+    setting): status 'skipped' with the reason, as a worker records a :class:`SkipCell`, without
+    loading the data or running the detector."""
+    result = failed_result(cell, device="")
+    result.status, result.error = "skipped", cell.not_applicable
+    result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return result
 
 
 def attach_config_ids(cells: list[Cell], axis: tuple[str, ...]) -> list[Cell]:

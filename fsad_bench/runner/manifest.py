@@ -131,6 +131,16 @@ def method_configs(cells: list[Cell]) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
+def cell_settings(cells: list[Cell]) -> dict[str, list[Any]]:
+    """Each setting key of the cells with its values, in grid order: ``{"n_anomaly": [7]}``."""
+    out: dict[str, list[Any]] = {}
+    for cell in cells:
+        for key, value in cell.setting.items():
+            if value not in out.setdefault(key, []):
+                out[key].append(value)
+    return dict(sorted(out.items()))
+
+
 def provenance(cells: list[Cell]) -> dict[str, Any]:
     """The data fingerprint of each category and the identity of each detector in the grid."""
     data = {f"{c.dataset}/{c.category}": c.data_fingerprint for c in cells if c.data_fingerprint}
@@ -157,6 +167,9 @@ class RunManifest:
             "methods": method_configs(cells),
             "datasets": sorted({c.dataset for c in cells}),
             "seeds": sorted({c.seed for c in cells}),
+            # the settings the cells run with: the spec's, or what --set gave instead (the "spec" above
+            # is the protocol as written)
+            "settings": cell_settings(cells),
             "n_cells": len(cells),
             **provenance(cells),
             "versions": package_versions(),

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from fsad_bench.errors import UserError
 from fsad_bench.runner.executors import ExecConfig, Execution, resolve_device
-from fsad_bench.runner.job import Cell, attach_provenance
+from fsad_bench.runner.job import Cell, attach_provenance, not_applicable_result
 from fsad_bench.runner.manifest import RunManifest, RunSummary  # RunSummary re-exported: it lived here
 from fsad_bench.store import ResultStore, StoreError
 
@@ -43,6 +43,9 @@ def run_grid(cells: list[Cell], store: ResultStore, jobs: int | None = None, dev
         Execution(execution or ExecConfig(jobs=jobs, device=device))
     done = store.done_keys() if rerun == "failed" else set()
     todo = [c for c in cells if c.key not in done]
+    # cells the grid resolution found not applicable (said once, before the grid): stored as 'skipped'
+    # here, in the driver, without loading their data or running a detector
+    not_applicable = [c for c in todo if c.not_applicable]
     summary = RunSummary(total=len(cells), skipped=len(cells) - len(todo))
     if manifest is not None:
         manifest.start(executor.info, summary)
@@ -50,7 +53,13 @@ def run_grid(cells: list[Cell], store: ResultStore, jobs: int | None = None, dev
     stored: list[str] = []
     error = ""
     try:
-        for result in executor.results(todo):
+        for cell in not_applicable:
+            result = not_applicable_result(cell)
+            store.put(result)
+            stored.append(result.key)
+            summary.not_applicable.append(result)
+            bar.update(1)
+        for result in executor.results([c for c in todo if not c.not_applicable]):
             store.put(result)
             stored.append(result.key)
             if result.status == "ok":
