@@ -32,22 +32,36 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"bad --seeds {text!r}: expected integers like 0,1,2") from None
 
 
+#: the top-level help's description (plain text: argparse prints it as written)
+DESCRIPTION = ("Few-shot (weakly-supervised) image anomaly detection benchmark: run a protocol's grid "
+               "(run), print its tables (report), list detectors, protocols and datasets (list), measure "
+               "speed (bench), manage datasets (data).")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fsad-bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="fsad-bench", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"fsad-bench {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="run a protocol's grid of cells")
+    r = sub.add_parser("run", help="run a protocol's grid of cells",
+                       description="Run a protocol's grid of cells (dataset x category x method x seed x "
+                                   "setting) and store each result in OUT/results.sqlite. Finished cells "
+                                   "are skipped, so rerunning the command resumes it.")
     r.add_argument("--protocol", default="q1", help="packaged protocol name or path to a .toml spec")
     r.add_argument("--methods", type=_csv_list, default=None,
                    help="comma-separated method names or package.module:Class paths; 'all' = the spec's")
-    r.add_argument("--datasets", type=_csv_list, default=None, help="default: the spec's datasets present")
+    r.add_argument("--datasets", type=_csv_list, default=None,
+                   help="comma-separated dataset names (default: the spec's that are present, else its "
+                        "fallback)")
     r.add_argument("--seeds", type=_seeds, default=None, help="e.g. 0,1,2 (default: the spec's)")
-    r.add_argument("--budget", default=None, help="paper | quick | smoke (default: the spec's)")
+    r.add_argument("--budget", default=None,
+                   help="paper | quick | smoke, or a budget the methods declare (default: the spec's)")
     r.add_argument("--weights", choices=["imagenet", "none"], default=None,
                    help="backbone weights for every method that has them (default: the budget's)")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="hyper-parameter override; 'method.key=value' for one method (repeatable)")
+                   help="hyper-parameter for every method that has it; METHOD.KEY=VALUE for one method; "
+                        "img_size=N; or a setting of the spec, e.g. n_anomaly=5 or n_anomaly=5,10 "
+                        "(repeatable)")
     r.add_argument("--jobs", type=int, default=None,
                    help="local worker processes (default: 1 on the CPU, GPUs x --cells-per-gpu with GPUs)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:0,cuda:1")
@@ -59,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dask scheduler address for --executor dask, e.g. tcp://head-node:8786")
     r.add_argument("--out", type=Path, default=None, help="results folder (default results/<protocol>)")
     r.add_argument("--data-root", type=Path, default=None, help="folder holding the real datasets")
-    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (for logs and batch jobs); the summary lines are still printed")
     r.add_argument("--rerun", choices=["failed", "all"], default="failed",
                    help="failed: compute cells without a finished row (default); all: recompute every cell")
     r.add_argument("--dry-run", action="store_true",
@@ -79,8 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--cores", type=int, default=4, help="CPU cores per job (default 4)")
     cl.add_argument("--memory", default="32GB", help="memory per job (default 32GB)")
 
-    rep = sub.add_parser("report", help="tables from a results folder or a long-form CSV")
-    rep.add_argument("folder", nargs="?", type=Path)
+    rep = sub.add_parser("report", help="tables from a results folder or a long-form CSV",
+                         description="Every protocol of a results folder in its paper layout (tables, "
+                                     "statistics, figures), or the same tables from a long-form CSV.")
+    rep.add_argument("folder", nargs="?", type=Path, metavar="DIR",
+                     help="results folder written by 'fsad-bench run' (holds results.sqlite)")
     rep.add_argument("--from-csv", type=Path, default=None,
                      help="long-form CSV with columns dataset,category,method,seed,auc_roc")
     rep.add_argument("--format", choices=["markdown", "latex", "csv", "html", "parquet"], default="markdown",
@@ -94,26 +112,34 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --format csv or parquet: one row per (ok cell, test image): the cell, the "
                      "image's file, label, score and rank in its cell (1 = most anomalous); parquet's "
                      "default file is DIR/images.parquet")
-    rep.add_argument("--metric", choices=["auc_roc", "auc_pr"], default="auc_roc")
+    rep.add_argument("--metric", choices=["auc_roc", "auc_pr"], default="auc_roc",
+                     help="image-level metric of the tables: AUC-ROC (default) or AUC-PR")
     rep.add_argument("--compare-paper", action="store_true",
                      help="put each of our cells beside the paper's published number (results/paper/)")
     rep.add_argument("--output", "-o", type=Path, default=None, help="write to a file instead of stdout")
 
-    ls = sub.add_parser("list", help="detectors, protocols and datasets")
-    ls.add_argument("--data-root", type=Path, default=None)
+    ls = sub.add_parser("list", help="detectors, protocols and datasets",
+                        description="The detectors (with broken plugins and name clashes), the packaged "
+                                    "protocols and the datasets, each present or missing.")
+    ls.add_argument("--data-root", type=Path, default=None,
+                    help="folder holding the datasets (default: $FSAD_DATA, then the per-user data folder)")
 
     b = sub.add_parser("bench", help="training/evaluation throughput and memory per method; the default "
-                       "grid's wall time")
+                       "grid's wall time",
+                       description="Training and evaluation images/s and peak memory per method and "
+                                   "budget on this device (the authors'-style reference pipeline: "
+                                   "benchmarks/reference_pipeline.py).")
     b.add_argument("--methods", type=_csv_list, default=None,
                    help="comma-separated names or package.module:Class paths (default: the protocol's)")
     b.add_argument("--protocol", default="q1",
-                   help="whose budget tables and default methods (packaged name or .toml path)")
+                   help="whose default methods are measured (packaged name or .toml path; default q1)")
     b.add_argument("--budgets", type=_csv_list, default=["quick"], help="e.g. quick,paper")
     b.add_argument("--steps", type=int, default=10, help="timed training steps per phase")
     b.add_argument("--warmup", type=int, default=1, help="untimed training steps first")
     b.add_argument("--eval-images", type=int, default=128, help="images scored in the eval timing")
     b.add_argument("--repeats", type=int, default=1, help="repeat each measurement, report the median")
-    b.add_argument("--device", default="auto")
+    b.add_argument("--device", default="auto",
+                   help="auto (a GPU if there is one, else the CPU) | cpu | cuda | cuda:N (default auto)")
     b.add_argument("--amp-bf16", action="store_true", help="bf16 autocast (methods with the option)")
     b.add_argument("--channels-last", action="store_true", help="channels_last (methods with the option)")
     b.add_argument("--json", type=Path, default=None, help="also write the rows as JSON")

@@ -95,8 +95,8 @@ Unique = AfterValidator(_unique)
 
 
 class ProtocolSpec(BaseModel):
-    """Every key a protocol spec may have (README, Protocols), validated strictly: ``seeds = "02"`` or
-    ``datasets = "mvtec"`` are errors, not coerced; unknown keys are errors."""
+    """Every key a protocol spec may have (docs/reference/protocols.md), validated strictly:
+    ``seeds = "02"`` or ``datasets = "mvtec"`` are errors, not coerced; unknown keys are errors."""
 
     model_config = ConfigDict(strict=True, extra="forbid", populate_by_name=True)
 

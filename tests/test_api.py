@@ -1,5 +1,5 @@
 """The Python API: ``fsad_bench.run`` (same code path as the CLI), ``load_results``, detector classes
-passed directly, and the README's example, executed as written."""
+passed directly, and the docs' example (docs/python-api.md), executed as written."""
 
 from __future__ import annotations
 
@@ -20,11 +20,11 @@ from fsad_bench.cli import main
 from fsad_bench.detectors.base import Detector, TrainSet
 from fsad_bench.errors import UserError
 
-README = Path(__file__).parents[1] / "README.md"
+README = Path(__file__).parents[1] / "docs/python-api.md"
 
 
-def readme_python_block(heading: str = "## Python API") -> str:
-    """The first ```python block of the README section ``heading``."""
+def readme_python_block(heading: str = "# Python API") -> str:
+    """The first ```python block of the docs page's section ``heading``."""
     text = README.read_text()
     section = text[text.index(heading):]
     section = section[:section.find("\n## ", 1)] if "\n## " in section[1:] else section

@@ -28,10 +28,14 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                        help="folder holding the datasets (default: $FSAD_DATA, then the per-user "
                             "data folder)")
 
-    ls = sub.add_parser("list", help="each dataset: present or missing, where, counts, how to obtain it")
+    ls = sub.add_parser("list", help="each dataset: present or missing, where, counts, how to obtain it",
+                        description="Each dataset (the nine real ones and yours): present or missing, "
+                                    "where, its counts, and how to obtain it.")
     root_arg(ls)
 
-    pr = sub.add_parser("prepare", help="convert a raw download into DATA_ROOT/NAME")
+    pr = sub.add_parser("prepare", help="convert a raw download into DATA_ROOT/NAME",
+                        description="Convert an extracted raw download into DATA_ROOT/NAME in the "
+                                    "canonical (MVTec AD) layout.")
     pr.add_argument("name", help="mvtec | aitex | sdd | elpv | optical | mastcam | brainmri | headct | "
                                  "hyperkvasir")
     pr.add_argument("--raw", type=Path, default=None,
@@ -39,13 +43,20 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     pr.add_argument("--seed", type=int, default=0, help="seed of the 75/25 train/test split of the normals")
     root_arg(pr)
 
-    ve = sub.add_parser("verify", help="decode every image, check masks, compare counts with Table 1")
+    ve = sub.add_parser("verify", help="decode every image, check masks, compare counts with Table 1",
+                        description="Decode every image and mask of a dataset, check the masks, and "
+                                    "compare the counts with the paper's Table 1.")
     ve.add_argument("name", help="a dataset name, or 'all' for every present dataset")
     root_arg(ve)
 
-    dl = sub.add_parser("download", help="checksummed download + prepare, or where to get it by hand")
-    dl.add_argument("name")
-    dl.add_argument("--seed", type=int, default=0)
+    dl = sub.add_parser("download", help="checksummed download + prepare, or where to get it by hand",
+                        description="Download a dataset (checksummed), extract it and prepare it; for a "
+                                    "dataset without a stable URL, print where to get it by hand and "
+                                    "exit 2.")
+    dl.add_argument("name", help="mvtec | aitex | sdd | elpv | optical | mastcam | brainmri | headct | "
+                                 "hyperkvasir")
+    dl.add_argument("--seed", type=int, default=0,
+                    help="seed of the 75/25 train/test split of the normals when preparing (default 0)")
     dl.add_argument("--no-prepare", action="store_true", help="only download and extract")
     root_arg(dl)
 
@@ -68,7 +79,9 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     ad.add_argument("--test-normal", type=Path, default=None,
                     help="test normals (then every --normal image is a training normal)")
     ad.add_argument("--seed", type=int, default=0, help="seed of the 75/25 split of --normal (default 0)")
-    ad.add_argument("--display", default=None, help="name in report tables (default: NAME)")
+    ad.add_argument("--display", default=None,
+                    help="longer name that 'fsad-bench data list' shows (default: NAME); report tables "
+                         "name the dataset NAME")
     ad.add_argument("--replace", action="store_true",
                     help="replace your dataset of the same name: the new one is built or checked first, and "
                          "only then registered; the copy the old one had built is deleted, a folder it "
@@ -76,15 +89,16 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     root_arg(ad)
 
     rm = sub.add_parser("remove", help="unregister a dataset added with 'data add' (files are kept unless "
-                                       "--delete)")
-    rm.add_argument("name")
+                                       "--delete)",
+                        description="Unregister a dataset added with 'data add'. Its files are kept unless "
+                                    "--delete is given.")
+    rm.add_argument("name", help="the name it was added under")
     rm.add_argument("--delete", action="store_true",
                     help="also delete its files: the copy 'data add' built in DATA_ROOT/NAME; a folder you "
                          "registered with --path only with --confirm PATH")
     rm.add_argument("--confirm", type=Path, default=None, metavar="PATH",
-                    help="with --delete: the folder you registered with --path, typed out, to delete "
-                         "your own "
-                         "data")
+                    help="with --delete: the folder you registered with --path, typed out, to delete your "
+                         "own data")
     root_arg(rm)
     return d
 

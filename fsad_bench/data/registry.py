@@ -7,7 +7,8 @@
   categories to use. The file lives beside the data, so every process that sees the data root
   (worker processes, dask workers) sees the same registrations.
 * **Plugins**: the entry-point group ``fsad_bench.datasets``; each entry point names a
-  :class:`DatasetInfo` whose ``locate`` returns the dataset folder (see README, "Your own data").
+  :class:`DatasetInfo` whose ``locate`` returns the dataset folder (docs/reference/datasets.md, "Your
+  own data").
 
 Names are unique across the three kinds (case-insensitively): a clash is an error, never a silent
 choice of one of them.

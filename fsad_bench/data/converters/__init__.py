@@ -3,7 +3,7 @@
 ``CONVERTERS[name](raw, tmp_dataset_dir, conversion, seed)`` writes the category folder(s);
 :func:`prepare` runs one inside :func:`~fsad_bench.data.converters.common.build_dataset`, which builds
 under ``DATA_ROOT`` and swaps the finished tree in (idempotent, nothing written outside DATA_ROOT).
-Raw layouts and rules: each module's docstring and the README's Datasets section.
+Raw layouts and rules: each module's docstring and docs/reference/datasets.md.
 """
 
 from __future__ import annotations

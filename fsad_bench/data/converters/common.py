@@ -66,7 +66,7 @@ def subdirs(folder: Path) -> list[Path]:
 def require_dir(path: Path, what: str = "") -> Path:
     if not Path(path).is_dir():
         raise DataError(f"expected folder {path} is missing{f' ({what})' if what else ''}; "
-                        "the raw layout is in the README's Datasets section")
+                        "the raw layout is in docs/reference/datasets.md")
     return Path(path)
 
 
@@ -106,7 +106,7 @@ def find_dir(root: Path, name: str | re.Pattern, what: str, has: Callable[[Path]
     hits = find_dirs(root, lambda d: name_ok(d) and (has is None or has(d)), max_depth)
     if not hits:
         raise DataError(f"expected folder {Path(root) / shown} is missing ({what}; searched {max_depth} "
-                        "levels down); the raw layout is in the README's Datasets section")
+                        "levels down); the raw layout is in docs/reference/datasets.md")
     depth0 = len(hits[0].relative_to(root).parts)
     tied = [h for h in hits if len(h.relative_to(root).parts) == depth0]
     if len(tied) > 1:

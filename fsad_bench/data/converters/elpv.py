@@ -71,7 +71,7 @@ def convert(raw: Path | None, out: Path, conv: Conversion, seed: int) -> None:
         hits = find_dirs(raw, lambda d: (d / "labels.csv").is_file(), max_depth=4)
         if not hits:
             raise DataError(f"expected file {Path(raw) / 'labels.csv'} is missing (the ELPV label list); "
-                            "the raw layout is in the README's Datasets section")
+                            "the raw layout is in docs/reference/datasets.md")
         data_dir = hits[0]
     labels = data_dir / "labels.csv"
     w = new_category(out, conv, "elpv")

@@ -81,8 +81,8 @@ def convert(raw: Path, out: Path, conv: Conversion, seed: int) -> None:
         classes.setdefault(int(_CLASS.fullmatch(d.name).group(1)), d)
     if not classes:
         raise DataError(f"expected folders {raw / 'Class1' / SPLITS[0]} ... are missing (DAGM 2007 class "
-                        "archives extracted); the raw layout is in the README's "
-                        "Datasets section")
+                        "archives extracted); the raw layout is in "
+                        "docs/reference/datasets.md")
     missing = [f"Class{i}" for i in range(1, 11) if i not in classes]
     if missing:
         conv.warn(f"DAGM classes not in the raw folder: {', '.join(missing)}")

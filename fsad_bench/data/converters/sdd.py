@@ -46,8 +46,8 @@ def convert(raw: Path, out: Path, conv: Conversion, seed: int) -> None:
     folders = [d for d in find_dirs(raw, lambda d: bool(_KOS.fullmatch(d.name)) and has_images(d), 3)]
     if not folders:
         raise DataError(f"expected folders {raw / 'kos01'} ... {raw / 'kos50'} are missing (KolektorSDD "
-                        "extracted); the raw layout is in the README's "
-                        "Datasets section")
+                        "extracted); the raw layout is in "
+                        "docs/reference/datasets.md")
     parents = {d.parent for d in folders}
     if len(parents) > 1:
         raise DataError(f"ambiguous raw layout: kosNN folders under both {sorted(parents)[0]} and "
