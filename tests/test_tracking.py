@@ -4,9 +4,11 @@ an ``http:`` tracking server (MLflow's own tracking app, served on 127.0.0.1 by 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -191,23 +193,28 @@ SERVER = textwrap.dedent("""
 def tracking_server(tmp_path):
     """MLflow's tracking app (the one `mlflow server` runs: REST API and artefact proxy), served on a
     free 127.0.0.1 port by a child process; `mlflow server` itself takes ~20 s to start here and its
-    job consumers outlive a SIGTERM. Bounded start, stopped (its whole session) after the test."""
+    job consumers outlive a SIGTERM. Bounded start; stopped, with its process group, after the test."""
     root = tmp_path / "server"
     root.mkdir()
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(root)], stdout=subprocess.PIPE,
-                            stderr=open(root / "log", "w"), text=True, start_new_session=True)
+    log = open(root / "log", "w")
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(root)], stdout=subprocess.PIPE, stderr=log,
+                            text=True, start_new_session=True)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 90)  # its port, or EOF if it died
         line = proc.stdout.readline().strip() if ready else ""
         assert line.isdigit(), f"the tracking server did not start: {(root / 'log').read_text()[-2000:]}"
         yield f"http://127.0.0.1:{line}", root
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    finally:  # the child and anything it started (its own session, so its own process group)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        proc.stdout.close()
+        log.close()
 
 
 def test_an_http_tracking_server_gets_each_cell(data_root, tmp_path, tracking_server, capsys):
