@@ -228,6 +228,7 @@ def execute(req: RunRequest) -> RunOutcome:
 
             experiment = req.mlflow_experiment or default_experiment(g.spec.name, g.out)
             tracker = MlflowTracker(req.mlflow, experiment)
+            _say(f"mlflow: experiment {experiment!r} in {tracker.target.where}")
         with registered_for_run(g.run_classes), _open_store(g.out) as store:
             if not store.readonly:  # (a read-only store is refused by run_grid, with one line)
                 store.describe({g.spec.name: g.spec.stored()},
@@ -248,7 +249,7 @@ def execute(req: RunRequest) -> RunOutcome:
     if tracker is not None:
         _say(f"mlflow: {tracker.logged} cell(s) logged to experiment {tracker.experiment!r} at {tracker.uri}"
              + (f"; {len(tracker.failures)} not logged, first: {tracker.failures[0]}" if tracker.failures
-                else ""))
+                else "") + f"; to browse: {tracker.target.browse}")
     return RunOutcome(g.out, g.cells, summary, tracker.failures if tracker else [])
 
 

@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the grid (cells by dataset x method), what the store already holds and an "
                         "estimated time; run nothing, write nothing")
     r.add_argument("--mlflow", default=None, metavar="URI",
-                   help="also log each stored cell as an MLflow run (a tracking URI, or a folder for a "
-                        "local file store); needs pip install \"fsad-bench[mlflow]\"")
+                   help="also log each stored cell as an MLflow run (a tracking URI, or a folder: a "
+                        "SQLite store FOLDER/mlflow.db is made in it); needs "
+                        "pip install \"fsad-bench[mlflow]\"")
     r.add_argument("--mlflow-experiment", default=None, metavar="NAME",
                    help="MLflow experiment (default: 'fsad-bench PROTOCOL /abs/out/folder')")
     cl = r.add_argument_group("batch jobs (--executor slurm | pbs, through dask-jobqueue)")

@@ -12,6 +12,13 @@ is a copy for browsing), so MLflow never holds a cell the store lacks. Per run:
   and labels, per-anomaly pixel AUCs) and, for localisation cells, one ``heatmaps/<class>_*.png``
   image / mask / map triple per defect class.
 
+Where runs go (:func:`tracking_target`): a tracking URI is used as given (``sqlite:///mlflow.db``,
+``http://host:5000``, ...); a ``file:`` URI is MLflow's file store, which MLflow >= 3.7 refuses unless
+``MLFLOW_ALLOW_FILE_STORE`` is true, so it is set for this process when unset (naming a file store is
+the opt-in); a plain folder is a SQLite store inside it (``FOLDER/mlflow.db``, artefacts in
+``FOLDER/artifacts``), so that the folder holds everything and ``mlflow ui`` opens it without the
+opt-in, unless the folder already is a file store (then that store, as for ``file:``).
+
 ``mlflow`` is an optional extra (``pip install "fsad-bench[mlflow]"``) and imported only here.
 """
 
@@ -19,8 +26,15 @@ from __future__ import annotations
 
 import base64
 import math
+import os
+import re
+import shlex
+import socket
 import sys
 import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +45,79 @@ EXTRA = 'pip install "fsad-bench[mlflow]"'
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 #: the MLflow file store is refused by MLflow >= 3.7 unless this environment variable is set
 FILE_STORE_OPT_IN = "MLFLOW_ALLOW_FILE_STORE"
+#: a folder given to --mlflow holds a SQLite store of this name and the artefacts in ARTIFACTS_DIR
+FOLDER_DB, ARTIFACTS_DIR = "mlflow.db", "artifacts"
+PROBE_TIMEOUT_S = 5.0  # an http(s) tracking server that accepts no connection in this time is an error
 
 
-def tracking_uri(uri: str) -> str:
-    """``--mlflow`` as an MLflow tracking URI: a plain path means a local file store there."""
-    if "://" in uri or uri.startswith(("databricks", "sqlite:")):
-        return uri
-    return Path(uri).expanduser().resolve().as_uri()
+@dataclass(frozen=True)
+class TrackingTarget:
+    """What ``--mlflow`` names: the MLflow tracking URI, the artefact location of experiments this run
+    creates (None: the store's default), what was asked for in words, and how to browse it."""
+
+    uri: str
+    artifact_location: str | None
+    where: str
+    browse: str
+    file_store: bool = False
+
+
+def _is_uri(text: str) -> bool:
+    """A URI with a scheme (``sqlite:``, ``http:``, ``file:``, ...) rather than a path; a Windows drive
+    (``C:\\runs``) is a path."""
+    return text == "databricks" or re.match(r"[A-Za-z][A-Za-z0-9+.-]+:", text) is not None
+
+
+def _ui(uri: str) -> str:
+    return f"mlflow ui --backend-store-uri {shlex.quote(uri)}"
+
+
+def _is_file_store(folder: Path) -> bool:
+    """A folder MLflow's file store wrote (``.trash`` and one ``meta.yaml`` per experiment)."""
+    return folder.is_dir() and ((folder / ".trash").is_dir() or any(folder.glob("*/meta.yaml")))
+
+
+def _file_store_target(uri: str, folder: Path, why: str) -> TrackingTarget:
+    return TrackingTarget(uri, None, f"MLflow file store {folder}{why}",
+                          f"{FILE_STORE_OPT_IN}=true {_ui(uri)}", file_store=True)
+
+
+def tracking_target(text: str) -> TrackingTarget:
+    """``--mlflow`` resolved (see the module docstring); a path that is a file is a UserError."""
+    if _is_uri(text):
+        if text.startswith("file:"):
+            folder = Path(urllib.request.url2pathname(urllib.parse.urlparse(text).path))
+            return _file_store_target(text, folder, "")
+        if text.startswith(("http:", "https:")):
+            return TrackingTarget(text, None, f"tracking server {text}", f"open {text} in a browser")
+        return TrackingTarget(text, None, text, _ui(text))
+    folder = Path(text).expanduser().resolve()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--mlflow {text}: {folder} is a file; pass a folder (a SQLite store is made in "
+                        "it) or a tracking URI such as sqlite:///mlflow.db")
+    if _is_file_store(folder):
+        return _file_store_target(folder.as_uri(), folder, " (an existing one, kept)")
+    uri = f"sqlite:///{(folder / FOLDER_DB).as_posix()}"
+    artifacts = folder / ARTIFACTS_DIR
+    return TrackingTarget(uri, artifacts.as_uri(), f"SQLite store {folder / FOLDER_DB}, artefacts in "
+                          f"{artifacts}", _ui(uri))
+
+
+def _probe(uri: str) -> None:
+    """Fail at once, not after MLflow's minutes of retries, when nothing accepts a connection at an
+    http(s) tracking URI's host and port (skipped where a proxy is configured for it)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    if parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname):
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        raise UserError(f"--mlflow {uri}: no tracking server answers at {parts.hostname}:{port} "
+                        f"({exc.strerror or type(exc).__name__}); start it (mlflow server) or fix the URI"
+                        ) from None
 
 
 def default_experiment(protocol: str, out: Path) -> str:
@@ -59,20 +139,27 @@ class MlflowTracker:
 
     def __init__(self, uri: str, experiment: str) -> None:
         mlflow, client_cls = _mlflow()
-        self.uri = tracking_uri(uri)
+        self.target = tracking_target(uri)
+        self.uri = self.target.uri
         self.experiment = experiment
         self.failures: list[str] = []
         self.logged = 0
+        if self.target.file_store:  # naming a file store is the opt-in MLflow >= 3.7 asks for
+            os.environ.setdefault(FILE_STORE_OPT_IN, "true")
+        _probe(self.uri)
         try:
             self.client = client_cls(tracking_uri=self.uri)
             found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+            self.experiment_id = found.experiment_id if found else self.client.create_experiment(
+                experiment, artifact_location=self.target.artifact_location)
         except mlflow.exceptions.MlflowException as exc:
             text = str(exc) or type(exc).__name__
-            if self.uri.startswith("file:") and FILE_STORE_OPT_IN in text:
+            if self.target.file_store and FILE_STORE_OPT_IN in text:
                 raise UserError(f"--mlflow {uri}: MLflow {mlflow.__version__} refuses file stores unless "
-                                f"{FILE_STORE_OPT_IN}=true is set; set it, or pass a database URI such as "
-                                "sqlite:///mlflow.db") from None
+                                f"{FILE_STORE_OPT_IN}=true, and it is set to "
+                                f"{os.environ.get(FILE_STORE_OPT_IN)!r}; unset it, or pass a folder (a "
+                                "SQLite store is made in it) or a database URI such as sqlite:///mlflow.db"
+                                ) from None
             first = text.strip().splitlines()[0].split(". ")[0]
             raise UserError(f"--mlflow {uri}: {first[:200]}") from None
 

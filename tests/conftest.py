@@ -1,9 +1,13 @@
-"""Shared fixtures: an isolated cache folder and a tiny dataset in the canonical layout."""
+"""Shared fixtures: an isolated cache folder and a tiny dataset in the canonical layout; and the
+suite's isolation from plugins installed where it runs (:func:`pytest_configure`)."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
+from importlib.metadata import distributions
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +17,81 @@ from scipy.ndimage import gaussian_filter
 
 TESTS_DIR = Path(__file__).parent
 sys.path.insert(0, str(TESTS_DIR))  # so 'toy_detectors:Class' dotted paths import in-process
+
+#: the entry-point groups fsad-bench finds plugins in (fsad_bench.registry.Registry users)
+PLUGIN_GROUPS = ("fsad_bench.detectors", "fsad_bench.datasets", "fsad_bench.layouts")
+OWN_DISTRIBUTION = "fsad-bench"
+_hidden: dict[str, object] = {}
+
+
+def _normalized(name: str) -> str:
+    return name.replace("_", "-").replace(".", "-").lower()
+
+
+def hide_installed_plugins(folder: Path) -> list[str]:
+    """Write into ``folder`` one metadata folder per installed distribution (other than fsad-bench)
+    that declares entry points in :data:`PLUGIN_GROUPS`: same folder name, name and version, and its
+    entry points of every other group. With ``folder`` first on the path, importlib.metadata (which
+    reads each distribution once, the first on the path: the registry relies on this too) sees these
+    copies instead, so an installed plugin changes no test; a plugin a test registers itself, in a
+    folder it puts on the path later (and so before this one), is seen as usual. Returns what is hidden.
+    """
+    hidden = []
+    for dist in distributions():
+        eps = list(dist.entry_points)
+        name = dist.metadata["Name"] or ""
+        path = getattr(dist, "_path", None)  # a PathDistribution's .dist-info / .egg-info
+        if path is None or _normalized(name) == OWN_DISTRIBUTION or not any(
+                ep.group in PLUGIN_GROUPS for ep in eps):
+            continue
+        copy = folder / Path(path).name
+        if copy.exists():  # a second copy of one distribution: hidden by the first's
+            continue
+        copy.mkdir()
+        (copy / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {dist.version}\n")
+        groups: dict[str, list[str]] = {}
+        for ep in eps:
+            if ep.group not in PLUGIN_GROUPS:
+                groups.setdefault(ep.group, []).append(f"{ep.name} = {ep.value}")
+        (copy / "entry_points.txt").write_text(
+            "".join(f"[{g}]\n" + "\n".join(lines) + "\n\n" for g, lines in groups.items()))
+        hidden.append(f"{name} {dist.version} ({path})")
+    return hidden
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Isolate the suite from plugins installed where it runs: a detector, dataset or layout that an
+    installed distribution registers must change no test (a plugin named 'brightness' would clash with
+    the README's example, one named 'devnet' with ours). Done before collection, for the whole session
+    and for the processes it starts (the hiding folder leads sys.path and PYTHONPATH); the package's
+    own entry points and those a test registers stay visible."""
+    folder = Path(tempfile.mkdtemp(prefix="fsad-tests-hidden-plugins-"))
+    hidden = hide_installed_plugins(folder)
+    if not hidden:
+        shutil.rmtree(folder)
+        return
+    _hidden.update(folder=folder, names=hidden, pythonpath=os.environ.get("PYTHONPATH"))
+    sys.path.insert(0, str(folder))
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = _hidden.pop("folder", None)
+    if folder is None:
+        return
+    if str(folder) in sys.path:
+        sys.path.remove(str(folder))
+    old = _hidden.pop("pythonpath")
+    if old is None:
+        os.environ.pop("PYTHONPATH", None)
+    else:
+        os.environ["PYTHONPATH"] = old
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    names = _hidden.get("names") or []
+    return [f"installed plugins hidden from the tests: {', '.join(names)}"] if names else []
 
 
 def blob_image(rng: np.random.Generator, size: int, anomalous: bool) -> tuple[np.ndarray, np.ndarray]:

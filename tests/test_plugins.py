@@ -35,7 +35,9 @@ def example_site(tmp_path, monkeypatch):
 
 def test_example_plugin_runs_through_the_cli(example_site, data_root, tmp_path):
     assert "patchcolour" in available_detectors()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(example_site), str(EXAMPLE)]))
+    # (keeping the session's PYTHONPATH, which hides installed plugins: conftest.pytest_configure)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(example_site), str(EXAMPLE), *filter(None, [os.environ.get("PYTHONPATH")])]))
     out = tmp_path / "out"
     proc = subprocess.run([sys.executable, "-m", "fsad_bench.cli", "run", "--methods", "patchcolour",
                            "--datasets", "brainmri", "--data-root", str(data_root), "--budget", "smoke",
