@@ -97,7 +97,12 @@ class Registry(Generic[T]):
         return add
 
     def __contains__(self, name: object) -> bool:
-        return name in self._code or (self.group is not None and name in self.registrations()[0])
+        """Registered in code or by a distribution; a clashing name counts (using it is the error that
+        names both distributions, not "unknown")."""
+        if name in self._code:
+            return True
+        unique, clashes = self.registrations()
+        return name in unique or any(c.name == name for c in clashes)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

@@ -4,7 +4,6 @@ result, in every format, in the curve tables and beside the paper too."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 
 import pandas as pd
@@ -80,8 +79,6 @@ def test_beside_the_paper_the_flagged_cell_is_marked():
     assert "† SDD, MINNS: includes flagged results: diverged (seed 1: mean loss" in body
 
 
-@pytest.mark.skipif("flags" not in {f.name for f in dataclasses.fields(CellResult)},
-                    reason="the store has no flags column yet")
 def test_a_flagged_row_of_the_store_reaches_every_format(tmp_path, capsys):
     folder = tmp_path / "res"
     with ResultStore(folder) as store:
