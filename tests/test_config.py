@@ -85,3 +85,18 @@ def test_a_bad_image_size_on_the_command_line_is_one_line_exit_2(data_root, tmp_
     assert code == 2
     assert "bad --set img_size 'abc'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing was started
+
+
+def test_a_method_without_the_budget_runs_on_its_defaults_and_the_run_says_so_once(data_root, tmp_path,
+                                                                                  capsys):
+    # Brightness declares no budgets: its Config defaults apply (img_size 32) and the dry run says so
+    # once, however many cells the method has; devnet declares its budgets and gets no such line.
+    code = main(["run", "--methods", "devnet,toy_detectors:Brightness", "--datasets", "brainmri",
+                 "--data-root", str(data_root), "--budget", "smoke", "--seeds", "0,1",
+                 "--out", str(tmp_path / "out"), "--no-progress", "--dry-run"])
+    assert code == 0
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert text.count("declares no budget 'smoke': it runs on its Config defaults") == 1
+    assert "method toy_detectors:Brightness declares no budget 'smoke'" in text
+    assert "method devnet declares no budget" not in text
