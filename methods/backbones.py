@@ -53,6 +53,19 @@ def min_input_size(arch: str) -> int:
     return MIN_INPUT.get(arch, RESNET_STRIDE)
 
 
+def check_trunk_input(arch: str, n_scales: int, image_shape: tuple[int, ...], fewer_scales: str) -> None:
+    """Refuse, with one line, images whose smallest scale (each further scale halves the side) is
+    below what ``arch``'s trunk accepts at all (where a fit would crash; the driver asks
+    :func:`min_input_size` for the stricter minimum). ``fewer_scales`` is the ``--set`` that helps."""
+    need = MIN_INPUT.get(arch, 1)
+    smallest = min(image_shape[1:3]) // 2 ** max(n_scales - 1, 0)
+    if smallest < need:
+        raise UserError(f"backbone {arch} needs inputs of at least {need} px, but the "
+                        f"{'half-size scale' if n_scales > 1 else 'image'} of these "
+                        f"{image_shape[1]}x{image_shape[2]} images is {smallest} px; "
+                        f"use larger images or {fewer_scales}")
+
+
 def torchvision_model(arch: str, weights: str) -> nn.Module:
     """The full torchvision model, randomly initialised or with ImageNet weights."""
     check_weights_choice(weights)

@@ -64,9 +64,9 @@ from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
 from fsad_bench.detectors.hparams import NonNegFloat, PositiveFloat, PositiveInt
 from fsad_bench.errors import UserError
 from fsad_methods.backbones import (
-    MIN_INPUT,
     Backbone,
     Weights,
+    check_trunk_input,
     feature_extractor,
     min_input_size,
     train_flops_per_image,
@@ -314,13 +314,7 @@ class DevNet(Detector):
     def _check_input(self, train: TrainSet) -> None:
         c = self.config
         check_variant(c.variant)
-        need = MIN_INPUT.get(c.backbone, 1)  # where a fit would crash; the driver asks min_img_size
-        smallest = min(train.images.shape[1:3]) // 2 ** max(c.n_scales - 1, 0)
-        if smallest < need:
-            raise UserError(f"backbone {c.backbone} needs inputs of at least {need} px, but the "
-                            f"{'half-size scale' if c.n_scales > 1 else 'image'} of these "
-                            f"{train.images.shape[1]}x{train.images.shape[2]} images is {smallest} px; "
-                            "use larger images or --set n_scales=1")
+        check_trunk_input(c.backbone, c.n_scales, train.images.shape, "--set n_scales=1")
 
     def fit(self, train: TrainSet) -> DevNet:
         c = self.config
