@@ -273,6 +273,11 @@ class ResultStore:
         except sqlite3.Error as exc:
             msg = _one_line(exc)
             low = msg.lower()
+            # text we wrote is always UTF-8: text that is not is damaged bytes (the message would
+            # repeat them, so it stops before them)
+            undecodable = "could not decode" in low
+            if undecodable:
+                msg = msg.split(" with text ", 1)[0]
             if "locked" in low or "busy" in low:
                 why = (f"it is locked by another process (waited {self.busy_timeout_s:g} s); let the other "
                        "fsad-bench run finish, or use another --out")
@@ -281,10 +286,11 @@ class ResultStore:
             elif "readonly" in low or "read-only" in low:
                 why = "it is read-only; choose a writable --out"
             elif (isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)) \
-                    or "malformed" in low or "not a database" in low:
+                    or "malformed" in low or "not a database" in low or undecodable:
                 con = getattr(self, "con", None)
                 verdict = self._verdict(con) if con is not None else msg
-                why = (f"it is damaged (PRAGMA integrity_check: {verdict}); restore it from a backup, "
+                why = (f"it is damaged ({'a stored value is not UTF-8 text; ' if undecodable else ''}"
+                       f"PRAGMA integrity_check: {verdict}); restore it from a backup, "
                        "or move it away and rerun to recompute every cell")
             else:
                 why = "check the folder and the disk"

@@ -12,24 +12,41 @@ where to put the file or to pass ``--weights none``.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
-import torchvision
 
 from fsad_bench.errors import UserError, WeightsUnavailableError
 
 WEIGHT_CHOICES = ("imagenet", "none")
 
-# arch -> (torchvision constructor, its ImageNet weights enum)
+# arch -> (torchvision.models constructor, its ImageNet weights enum), by name: torchvision is imported
+# only when a network is built or its weights are looked up (importing it costs seconds per process,
+# which a dry run, a report or a worker of a plugin without a torchvision backbone need not pay)
 TORCHVISION_ARCHS = {
-    "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1),
-    "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
-    "wide_resnet50_2": (torchvision.models.wide_resnet50_2,
-                        torchvision.models.Wide_ResNet50_2_Weights.IMAGENET1K_V1),
-    "alexnet": (torchvision.models.alexnet, torchvision.models.AlexNet_Weights.IMAGENET1K_V1),
-    "vgg16": (torchvision.models.vgg16, torchvision.models.VGG16_Weights.IMAGENET1K_V1),
+    "resnet18": ("resnet18", "ResNet18_Weights"),
+    "resnet50": ("resnet50", "ResNet50_Weights"),
+    "wide_resnet50_2": ("wide_resnet50_2", "Wide_ResNet50_2_Weights"),
+    "alexnet": ("alexnet", "AlexNet_Weights"),
+    "vgg16": ("vgg16", "VGG16_Weights"),
 }
+
+
+def torchvision_constructor(arch: str) -> Callable[..., torch.nn.Module]:
+    """torchvision's constructor of ``arch`` (e.g. ``torchvision.models.resnet18``)."""
+    _known(arch)
+    import torchvision
+
+    return getattr(torchvision.models, TORCHVISION_ARCHS[arch][0])
+
+
+def _imagenet_enum(arch: str) -> Any:
+    _known(arch)
+    import torchvision
+
+    return getattr(torchvision.models, TORCHVISION_ARCHS[arch][1]).IMAGENET1K_V1
 
 
 def check_weights_choice(weights: str) -> None:
@@ -47,14 +64,14 @@ def _known(arch: str) -> None:
 def weights_cache_path(arch: str) -> Path:
     """Where torchvision keeps (or would keep) the ImageNet checkpoint of ``arch``."""
     _known(arch)
-    url = TORCHVISION_ARCHS[arch][1].url
+    url = _imagenet_enum(arch).url
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
 def imagenet_state_dict(arch: str, download_timeout_s: float = 20.0) -> dict:
     """ImageNet weights of ``arch`` from the torch cache, downloading once if possible."""
     _known(arch)
-    enum = TORCHVISION_ARCHS[arch][1]
+    enum = _imagenet_enum(arch)
     path = weights_cache_path(arch)
     if not path.exists():
         old = socket.getdefaulttimeout()

@@ -13,7 +13,12 @@ from typing import Literal
 from torch import nn
 
 from fsad_bench.errors import UserError
-from fsad_bench.weights import TORCHVISION_ARCHS, check_weights_choice, imagenet_state_dict
+from fsad_bench.weights import (
+    TORCHVISION_ARCHS,
+    check_weights_choice,
+    imagenet_state_dict,
+    torchvision_constructor,
+)
 
 #: the ``weights`` field of a detector config
 Weights = Literal["imagenet", "none"]
@@ -71,7 +76,7 @@ def torchvision_model(arch: str, weights: str) -> nn.Module:
     check_weights_choice(weights)
     if arch not in TORCHVISION_ARCHS:
         raise UserError(f"unknown backbone {arch!r}; known: {', '.join(TORCHVISION_ARCHS)}")
-    model = TORCHVISION_ARCHS[arch][0](weights=None)
+    model = torchvision_constructor(arch)(weights=None)
     if weights == "imagenet":
         model.load_state_dict(imagenet_state_dict(arch))
     return model

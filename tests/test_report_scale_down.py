@@ -134,7 +134,10 @@ def test_html_folds_long_lists_and_stays_self_contained(tmp_path, capsys):
     # the table's run settings: the first line shown, the rest folded; the table before them
     table = page.index("<table><caption>Q1")
     run = page.index('<details class="note"><summary>budget quick: devnet, flos, minns at 64 px')
-    assert table < run and "(1 more)</summary>" in page[run:run + 300]
+    # folded: the budget's caveat and the split settings the rows ran with
+    assert table < run and "(2 more)</summary>" in page[run:run + 300]
+    fold = page[run:page.index("</details>", run)]
+    assert "NOT comparable with the paper" in fold and "<li>settings: n_anomaly=10</li>" in fold
     assert "0.850</b> (1 seed)" in page
     assert "how to read these numbers" in page
 
