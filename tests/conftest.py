@@ -65,6 +65,12 @@ def pytest_configure(config: pytest.Config) -> None:
     the README's example, one named 'devnet' with ours). Done before collection, for the whole session
     and for the processes it starts (the hiding folder leads sys.path and PYTHONPATH); the package's
     own entry points and those a test registers stay visible."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # the suite runs in 2 worker processes (pyproject's addopts): one torch thread each, so that
+        # they share 2 cores instead of 4 threads fighting over them
+        import torch
+
+        torch.set_num_threads(1)
     folder = Path(tempfile.mkdtemp(prefix="fsad-tests-hidden-plugins-"))
     hidden = hide_installed_plugins(folder)
     if not hidden:

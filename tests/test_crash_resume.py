@@ -65,7 +65,12 @@ def _worker_pids(driver: int) -> list[int]:
     try:
         import psutil
 
-        kids = [(p.pid, " ".join(p.cmdline())) for p in psutil.Process(driver).children()]
+        kids = []
+        for p in psutil.Process(driver).children():
+            try:
+                kids.append((p.pid, " ".join(p.cmdline())))
+            except psutil.Error:  # it ended between the listing and the question (a zombie, or gone)
+                pass
     except ImportError:  # Linux without psutil
         pids = []
         for task in Path(f"/proc/{driver}/task").iterdir():

@@ -91,9 +91,9 @@ def test_an_installed_plugin_named_like_ours_changes_no_test(tmp_path):
                              env=env, cwd=tmp_path, timeout=300)
     assert "detector name 'devnet' is registered by foreign-plugins 9.9" in listing.stdout
     # a session started with it installed hides it, and the affected tests pass
-    nested = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--basetemp",
-                             str(tmp_path / "nested"), *AFFECTED], capture_output=True, text=True, env=env,
-                            cwd=REPO, timeout=900)
+    nested = subprocess.run([sys.executable, "-m", "pytest", "-n", "0", "-p", "no:cacheprovider",
+                             "--basetemp", str(tmp_path / "nested"), *AFFECTED], capture_output=True,
+                            text=True, env=env, cwd=REPO, timeout=900)
     assert nested.returncode == 0, nested.stdout[-4000:] + nested.stderr[-2000:]
     assert f"installed plugins hidden from the tests: foreign-plugins 9.9 ({site}" in nested.stdout
     assert "6 passed" in nested.stdout
