@@ -221,23 +221,19 @@ def cmd_report(args: argparse.Namespace) -> int:
             results = read_results(args.folder, describe_old_store(args.folder))
         except sqlite3.DatabaseError as exc:  # e.g. a results.sqlite that is no SQLite file
             raise UserError(f"cannot read the results store in {args.folder}: {exc}") from None
-        if args.per_image:
-            frame, notes = per_image_frame(results)
-            note = "; ".join([f"{len(frame)} test images of {frame.key.nunique()} ok cells exported", *notes])
+        if args.per_image or args.long or args.format == "parquet":
+            if args.per_image:
+                frame, notes = per_image_frame(results)
+                note = "; ".join([f"{len(frame)} test images of {frame.key.nunique()} ok cells exported",
+                                  *notes])
+            else:
+                frame, left_out = long_frame(results)
+                note = f"{len(frame)} ok cells exported" + (
+                    f"; {left_out} failed or not applicable cell(s) left out (fsad-bench report "
+                    f"{args.folder} lists them)" if left_out else "")
             if args.format == "parquet":
-                output = args.output or args.folder / "images.parquet"
-                write_parquet(frame, output)
-                print(f"{note}; written to {output}", file=sys.stderr)
-                return 0
-            print(note, file=sys.stderr)
-            text = long_csv(frame)
-        elif args.long or args.format == "parquet":
-            frame, left_out = long_frame(results)
-            note = f"{len(frame)} ok cells exported" + (
-                f"; {left_out} failed or not applicable cell(s) left out (fsad-bench report {args.folder} "
-                "lists them)" if left_out else "")
-            if args.format == "parquet":
-                output = args.output or args.folder / "cells.parquet"
+                default = "images.parquet" if args.per_image else "cells.parquet"
+                output = args.output or args.folder / default
                 write_parquet(frame, output)
                 print(f"{note}; written to {output}", file=sys.stderr)
                 return 0

@@ -128,7 +128,7 @@ from torch import nn
 
 from fsad_bench.detectors.base import BenchPhase, Detector, TrainSet, TrainShape
 from fsad_bench.detectors.hparams import NonNegFloat, PositiveFloat, PositiveInt
-from fsad_bench.errors import TrainingDivergedError, UserError
+from fsad_bench.errors import UserError
 from fsad_methods.backbones import (
     CHANNELS,
     Backbone,
@@ -147,6 +147,7 @@ from fsad_methods.training import (
     augment_and_normalise,
     divergence_flags,
     normalise,
+    optimiser_step,
     predict,
     recalibrate_batchnorm,
     seed_everything,
@@ -514,14 +515,7 @@ class DRA(Detector):
                 losses = head_losses(scores, torch.as_tensor(batch_labels, device=device), c.margin, c.n_ref,
                                      deviation_gen)
                 loss = torch.stack(list(losses)).sum()
-                if not torch.isfinite(loss):
-                    raise TrainingDivergedError(f"non-finite loss {loss.item()} at epoch {epoch}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if c.grad_clip > 0:
-                    nn.utils.clip_grad_norm_(net.parameters(), c.grad_clip)
-                opt.step()
-                value = loss.item()
+                value = optimiser_step(loss, opt, net.parameters(), c.grad_clip, epoch)
                 total += value
                 heads_total += [h.item() for h in losses]
                 step_losses.append(value)

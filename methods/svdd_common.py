@@ -22,8 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from fsad_bench.errors import TrainingDivergedError
-from fsad_methods.training import BalancedBatches, chunks
+from fsad_methods.training import BalancedBatches, chunks, optimiser_step
 
 #: The official ``init_center_c(..., eps=0.1)``.
 CENTRE_EPS = 0.1
@@ -126,16 +125,9 @@ def train_loop(params: Iterator[nn.Parameter] | list[nn.Parameter], module: nn.M
         for _ in range(steps):
             idx = torch.as_tensor(sampler.next(), device=device)
             loss = step_loss(images[idx], labels_t[idx])
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(f"non-finite loss {loss.item()} at epoch {epoch}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if s.grad_clip > 0:
-                nn.utils.clip_grad_norm_(params, s.grad_clip)
-            opt.step()
+            value = optimiser_step(loss, opt, params, s.grad_clip, epoch)
             if after_step is not None:
                 after_step(epoch, loss)
-            value = loss.item()
             total += value
             if step_losses is not None:
                 step_losses.append(value)

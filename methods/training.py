@@ -175,6 +175,20 @@ def to_float32(outputs: Any) -> Any:
     return [to_float32(o) for o in outputs]
 
 
+def optimiser_step(loss: torch.Tensor, opt: torch.optim.Optimizer, parameters: Any, grad_clip: float,
+                   epoch: int) -> float:
+    """One update of every training loop: a non-finite loss ends the run (diverged), else backpropagate,
+    clip the gradient norm of ``parameters`` when ``grad_clip`` > 0, step; returns the loss's value."""
+    if not torch.isfinite(loss):
+        raise TrainingDivergedError(f"non-finite loss {loss.item()} at epoch {epoch}")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(parameters, grad_clip)
+    opt.step()
+    return loss.item()
+
+
 def train_balanced(model: nn.Module, images: torch.Tensor, labels: np.ndarray, sched: Schedule,
                    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                    seed: int, speed: SpeedOptions | None = None, step_losses: list[float] | None = None
@@ -208,14 +222,7 @@ def train_balanced(model: nn.Module, images: torch.Tensor, labels: np.ndarray, s
             # the loss in float32: the deviation loss standardises by a reference std, which bf16
             # would round to 3 significant digits
             loss = loss_fn(to_float32(out), labels_t[idx])
-            if not torch.isfinite(loss):
-                raise TrainingDivergedError(f"non-finite loss {loss.item()} at epoch {epoch}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if sched.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), sched.grad_clip)
-            opt.step()
-            value = loss.item()
+            value = optimiser_step(loss, opt, model.parameters(), sched.grad_clip, epoch)
             total += value
             if step_losses is not None:
                 step_losses.append(value)
