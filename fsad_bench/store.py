@@ -382,12 +382,6 @@ class ResultStore:
                 self.con.executemany(f"INSERT OR REPLACE INTO {table} (name, json) VALUES (?, ?)",
                                      [(name, json.dumps(v, sort_keys=True)) for name, v in items.items()])
 
-    def set_config_ids(self, ids: dict[str, str]) -> None:
-        """Fill in the configuration id of rows stored before rows had one (key -> id)."""
-        with self._errors("upgrade"), self.con:
-            self.con.executemany("UPDATE cells SET config_id = ? WHERE key = ?",
-                                 [(cid, key) for key, cid in ids.items()])
-
     def get(self, key: str) -> dict[str, Any] | None:
         with self._errors("read"):
             df = pd.read_sql_query(f"SELECT {self._select(list(_COLUMNS))} FROM cells WHERE key = ?",

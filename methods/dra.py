@@ -138,7 +138,7 @@ from fsad_methods.backbones import (
     min_input_size,
     train_flops_per_image,
 )
-from fsad_methods.dra_loss import HEADS, HeadScores, anomaly_score, head_losses
+from fsad_methods.dra_loss import HEADS, HeadScores, anomaly_score, head_losses, summed
 from fsad_methods.mil import topk_mil
 from fsad_methods.pseudo_anomalies import PseudoAnomalies, external_image_files
 from fsad_methods.saliency import DEFAULT_BATCH_SIZE, DEFAULT_SIGMA, explain_images, frozen
@@ -514,7 +514,7 @@ class DRA(Detector):
                 scores = net.training_scores(x, len(ref_idx))
                 losses = head_losses(scores, torch.as_tensor(batch_labels, device=device), c.margin, c.n_ref,
                                      deviation_gen)
-                loss = torch.stack(list(losses)).sum()
+                loss = summed(losses)
                 value = optimiser_step(loss, opt, net.parameters(), c.grad_clip, epoch)
                 total += value
                 heads_total += [h.item() for h in losses]

@@ -81,10 +81,15 @@ def head_losses(scores: HeadScores, labels: torch.Tensor, margin: float = 5.0, n
     return HeadScores(*out)
 
 
+def summed(losses: HeadScores) -> torch.Tensor:
+    """The training loss from the four heads' losses: their sum."""
+    return torch.stack(list(losses)).sum()
+
+
 def dra_loss(scores: HeadScores, labels: torch.Tensor, margin: float = 5.0, n_ref: int = 5000,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """The training loss: the sum of the four heads' deviation losses (:func:`head_losses`)."""
-    return torch.stack(list(head_losses(scores, labels, margin, n_ref, generator))).sum()
+    return summed(head_losses(scores, labels, margin, n_ref, generator))
 
 
 def anomaly_score(scores: HeadScores) -> torch.Tensor:
