@@ -247,11 +247,14 @@ def test_the_protocol_reference_names_every_spec_key_and_protocol():
 
 
 def test_the_protocol_reference_example_spec_loads(tmp_path):
+    loaded = []
     for block in blocks(ROOT / "docs/reference/protocols.md"):
         if block.lang == "toml" and "split =" in block.body:
             spec_file = tmp_path / "spec.toml"
             spec_file.write_text(block.body)
-            load_protocol(str(spec_file))
+            loaded.append(load_protocol(str(spec_file)))
+    assert loaded, "docs/reference/protocols.md has no example spec (a ```toml block with split =)"
+    assert all(spec.methods and spec.settings for spec in loaded)
 
 
 # --- the site ------------------------------------------------------------------------------------

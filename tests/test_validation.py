@@ -147,12 +147,16 @@ def test_third_party_configs_without_precise_annotations_still_parse():
 
 def test_every_packaged_budget_table_is_valid():
     # ranges and image-size minimums hold for every method of every packaged spec and budget
+    checked = set()
     for name in packaged_protocols():
         spec = load_protocol(name)
         for budget in BUDGETS:
             for method in spec.methods:
                 r = resolve_method_config(BUDGETS[budget], method, "none", protocol_set=spec.set_at(budget))
                 check_img_size(method, r.config, r.img_size)
+                checked.add((name, budget, method))
+    assert {p for p, _, _ in checked} >= {"q1", "q2", "q3", "q4", "q5", "q6", "ksweep"}
+    assert {b for _, b, _ in checked} == set(BUDGETS)
 
 
 def test_device_that_does_not_exist_stops_before_the_grid(monkeypatch, tmp_path, capsys):
