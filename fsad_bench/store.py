@@ -31,6 +31,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
+import threading
 import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -118,6 +119,14 @@ _JSON_LISTS = {name for name in _JSON if _HINTS[name] is list}
 _DESCRIPTIONS = ("protocols", "methods")
 
 
+def _create_tables(con: sqlite3.Connection) -> None:
+    cols = ", ".join(f"{k} {t}" for k, t in _COLUMNS.items())
+    con.execute(f"CREATE TABLE IF NOT EXISTS cells ({cols})")
+    for table in _DESCRIPTIONS:
+        con.execute(f"CREATE TABLE IF NOT EXISTS {table} (name TEXT PRIMARY KEY, json TEXT)")
+    con.commit()
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -193,6 +202,9 @@ class ResultStore:
             except OSError as exc:
                 raise StoreError(f"cannot create results folder {self.folder}: {exc.strerror or exc}; "
                                  "choose another --out") from None
+            with self._errors("create"):
+                if not existed:
+                    self._create_file()
             with self._errors("open"):
                 self.con = sqlite3.connect(self.path, timeout=busy_timeout_s)
         with self._errors("open"):
@@ -202,11 +214,7 @@ class ResultStore:
                 self._check_cells_table(self.con)
             if create and not self.readonly:
                 self.con.execute("PRAGMA journal_mode=WAL")
-                cols = ", ".join(f"{k} {t}" for k, t in _COLUMNS.items())
-                self.con.execute(f"CREATE TABLE IF NOT EXISTS cells ({cols})")
-                for table in _DESCRIPTIONS:
-                    self.con.execute(f"CREATE TABLE IF NOT EXISTS {table} (name TEXT PRIMARY KEY, json TEXT)")
-                self.con.commit()
+                _create_tables(self.con)
                 self._migrate()
             self.columns = [r[1] for r in self.con.execute("PRAGMA table_info(cells)")]
             if not self.columns:
@@ -214,6 +222,30 @@ class ResultStore:
                                  "move it away or choose another --out")
             self._rows = self._count()
         self._identity = self._file_identity()
+
+    def _create_file(self) -> None:
+        """Make a new store with its tables under a temporary name, then link it into place: the path
+        never holds a half-made (0-byte) database that a reader polling it, or a run killed while it
+        was made, would have to refuse as empty. A store another process linked first is kept."""
+        tmp = self.folder / f".{STORE_NAME}.{os.getpid()}.{threading.get_ident()}.new"
+        try:
+            con = sqlite3.connect(tmp)
+            try:
+                _create_tables(con)
+            finally:
+                con.close()
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links: a rename, which cannot refuse a race
+                if not self.path.exists():
+                    os.replace(tmp, self.path)
+        except OSError as exc:
+            raise StoreError(f"cannot create results store {self.path}: {exc.strerror or exc}; "
+                             "check the folder and the disk") from None
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def _check_cells_table(self, con: sqlite3.Connection) -> None:
         """StoreError when an existing database has tables but no ``cells`` table: another program's

@@ -26,8 +26,8 @@ def test_kill_9_then_rerun_recomputes_only_unfinished_cells(jobs, data_root, tmp
     done, workers = 0, []
     while time.time() < deadline and done < 3:
         time.sleep(0.2)
-        if (out / "results.sqlite").exists():
-            with ResultStore(out) as store:
+        if (out / "results.sqlite").exists():  # a reader: it neither creates nor migrates the live store
+            with ResultStore(out, create=False) as store:
                 done = len(store.done_keys())
         workers = _worker_pids(proc.pid) or workers
     proc.send_signal(signal.SIGKILL)
@@ -88,8 +88,8 @@ def test_worker_killed_mid_grid_loses_no_finished_cell(data_root, tmp_path, cli_
     deadline, done, workers = time.time() + 120, 0, []
     while time.time() < deadline and (done < 2 or not workers):
         time.sleep(0.1)
-        if (out / "results.sqlite").exists():
-            with ResultStore(out) as store:
+        if (out / "results.sqlite").exists():  # a reader: it neither creates nor migrates the live store
+            with ResultStore(out, create=False) as store:
                 done = len(store.done_keys())
         workers = _worker_pids(proc.pid)
     assert workers, "no worker process found"

@@ -363,3 +363,48 @@ def test_a_report_describes_an_old_store_once_and_changes_nothing_else(data_root
     described = _store_files(out)
     assert main(["report", str(out)]) == 0  # described once: the next report writes nothing
     assert _store_files(out) == described
+
+
+def test_a_new_store_appears_whole_so_a_reader_never_sees_an_empty_file(tmp_path, monkeypatch):
+    """The store is made under a temporary name and linked into place: the path never holds the 0-byte
+    file SQLite writes first, which a reader polling a starting run (`status`, a report, a test) or a
+    run killed at that moment would have to refuse as empty. Checked at the moment the path is opened."""
+    real_connect, seen = sqlite3.connect, []
+
+    def connect(database, *args, **kwargs):
+        path = Path(str(database))
+        if path.name == STORE_NAME:
+            seen.append(path.stat().st_size if path.exists() else None)
+        return real_connect(database, *args, **kwargs)
+
+    monkeypatch.setattr("fsad_bench.store.sqlite3.connect", connect)
+    with ResultStore(tmp_path / "out") as store:
+        assert store.columns and "key" in store.columns
+    assert len(seen) == 1 and seen[0] is not None and seen[0] > 0  # whole before its first opening
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(STORE_NAME)) == []
+    with ResultStore(tmp_path / "out", create=False) as store:  # and a store, not just a file
+        assert store.done_keys() == set()
+
+
+def test_a_store_made_by_another_process_first_is_kept(tmp_path, monkeypatch):
+    """Two runs starting on one folder: the one that links second opens the other's store, whole."""
+    folder = tmp_path / "out"
+    with ResultStore(folder) as first:
+        first.put(CellResult(key="k", protocol="q1", dataset="d", category="c", method="m", seed=0,
+                             setting={}, budget="smoke", img_size=32, status="ok", auc_roc=0.9))
+    real_exists, calls = Path.exists, []
+
+    def exists(self):  # the second run looked (twice) before the first had linked its file
+        if self.name == STORE_NAME and len(calls) < 2:
+            calls.append(self)
+            return False
+        return real_exists(self)
+
+    monkeypatch.setattr(Path, "exists", exists)
+    links = []
+    real_link = os.link
+    monkeypatch.setattr("fsad_bench.store.os.link", lambda src, dst: links.append(dst) or real_link(src, dst))
+    with ResultStore(folder) as second:
+        assert second.done_keys() == {"k"}  # the first run's row, not a new empty store in its place
+    assert len(links) == 1  # it did try to link its own, and was refused
+    assert [p.name for p in folder.iterdir() if p.name.endswith(".new")] == []
