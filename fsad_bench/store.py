@@ -9,11 +9,12 @@ empty (0 bytes), not a database, a corrupt one, another program's database (no `
 row whose JSON cannot be decoded or an 'ok' row without a finite AUC is a one-line
 :class:`StoreError` (exit 2), never "already finished" and never a new store (``run`` refuses an
 empty file too: see :class:`ResultStore`). Reports and dry runs open a store with ``create=False``,
-which reads it without changing it. A store locked by another
-process is waited for (``BUSY_TIMEOUT_S``). Every write checks that the file at the store's path is
-still the one that was opened (device and inode) and that the row count did not drop, so a store that
-is deleted, replaced or truncated during a run stops the run. A read-only folder opens read-only
-(reports work; a run refuses with one line).
+which reads it without changing it. A new store is built under a temporary name and linked into
+place, so a reader of a run that is just starting never meets a half-made (0-byte) file. A store
+locked by another process is waited for (``BUSY_TIMEOUT_S``). Every write checks that the file at the
+store's path is still the one that was opened (device and inode) and that the row count did not drop,
+so a store that is deleted, replaced or truncated during a run stops the run. A read-only folder
+opens read-only (reports work; a run refuses with one line).
 
 The store describes itself: beside the ``cells`` table (one :class:`CellResult` per row; the columns
 are the dataclass's fields), ``protocols`` holds each protocol's resolved spec as the run used it and
