@@ -43,6 +43,7 @@ def torchvision_constructor(arch: str) -> Callable[..., torch.nn.Module]:
 
 
 def _imagenet_enum(arch: str) -> Any:
+    """torchvision's ImageNet weights enum of ``arch``; an arch without one is a one-line UserError."""
     _known(arch)
     import torchvision
 
@@ -63,14 +64,12 @@ def _known(arch: str) -> None:
 
 def weights_cache_path(arch: str) -> Path:
     """Where torchvision keeps (or would keep) the ImageNet checkpoint of ``arch``."""
-    _known(arch)
     url = _imagenet_enum(arch).url
     return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
 
 
 def imagenet_state_dict(arch: str, download_timeout_s: float = 20.0) -> dict:
     """ImageNet weights of ``arch`` from the torch cache, downloading once if possible."""
-    _known(arch)
     enum = _imagenet_enum(arch)
     path = weights_cache_path(arch)
     if not path.exists():
